@@ -559,3 +559,40 @@ func TestClientReentryKeepsCallOptions(t *testing.T) {
 	}
 	_ = conn
 }
+
+func TestCloseIfChecksUnderTheLock(t *testing.T) {
+	t.Parallel()
+	handles := make(chan chain.Handle, 1)
+	srv := chain.NewServer(counting(), chain.ServerFuncs{RequestFunc: func(ctx context.Context, req *networkservice.NetworkServiceRequest, next *chain.NextServer) (*networkservice.Connection, error) {
+		if h, ok := chain.Reentry(ctx); ok {
+			select {
+			case handles <- h:
+			default:
+			}
+		}
+		return next.Request(ctx, req)
+	}})
+	ctx := context.Background()
+	if _, err := srv.Request(ctx, request("a")); err != nil {
+		t.Fatal(err)
+	}
+	h := waitFor(t, handles)
+	// cond sees the connection's metadata, and a false cond closes nothing.
+	closed, err := h.CloseIf(ctx, func(ctx context.Context) bool {
+		n, ok := countKey.Load(ctx)
+		return ok && *n == 2
+	})
+	if err != nil || closed || connections(t, srv) != 1 {
+		t.Fatalf("closed %v err %v with a false condition", closed, err)
+	}
+	closed, err = h.CloseIf(ctx, func(ctx context.Context) bool {
+		n, ok := countKey.Load(ctx)
+		return ok && *n == 1
+	})
+	if err != nil || !closed || connections(t, srv) != 0 {
+		t.Fatalf("closed %v err %v with a true condition", closed, err)
+	}
+	if closed, _ := h.CloseIf(ctx, func(context.Context) bool { return true }); closed {
+		t.Fatal("closed a connection twice")
+	}
+}

@@ -83,20 +83,30 @@ func (h Handle) Request(ctx context.Context, modify func(*networkservice.Network
 // Close closes the connection from the start of the chain. Closing a
 // connection that is already closed does nothing and returns nil.
 func (h Handle) Close(ctx context.Context) error {
+	_, err := h.CloseIf(ctx, func(context.Context) bool { return true })
+	return err
+}
+
+// CloseIf closes the connection from the start of the chain if cond, run
+// first under the connection's lock with its metadata in ctx, returns true.
+// An element that acts on a timer uses it to check that the timer is still
+// the current one: a refresh may have replaced it while it fired. closed
+// reports whether the connection was closed by this call.
+func (h Handle) CloseIf(ctx context.Context, cond func(ctx context.Context) bool) (closed bool, err error) {
 	e := h.e
 	if e == nil {
-		return nil
+		return false, nil
 	}
 	if err := e.acquire(ctx); err != nil {
-		return err
+		return false, err
 	}
-	if e.dead {
+	if e.dead || !cond(newEventContext(ctx, e)) {
 		e.release()
-		return nil
+		return false, nil
 	}
 	conn := &networkservice.Connection{Id: e.id}
 	if e.last != nil {
 		conn = e.last.GetConnection().Clone()
 	}
-	return e.owner.reClose(ctx, e, conn, e.opts)
+	return true, e.owner.reClose(ctx, e, conn, e.opts)
 }

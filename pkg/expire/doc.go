@@ -1,0 +1,7 @@
+// Package expire closes connections whose previous hop stopped refreshing
+// them: after each Request it arms a timer for the expiry of the previous
+// hop's path segment (set by updatepath there), and when the timer fires
+// first, it closes the connection from the start of the chain, as a Close
+// would. It needs no goroutine per connection while it waits. Place it
+// right after updatepath in every server chain.
+package expire
