@@ -9,6 +9,23 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
+// secretKeys are the map keys whose values the debug log never shows: the
+// per-connection secrets and tokens a mechanism carries.
+var secretKeys = []string{"secret", "token", "password", "key"}
+
+// redacted reports whether values under key k are hidden from logs.
+func redacted(k string) bool {
+	k = strings.ToLower(k)
+	for _, s := range secretKeys {
+		if strings.Contains(k, s) {
+			return true
+		}
+	}
+	return false
+}
+
+const redactedValue = `"<redacted>"`
+
 // maxChanges bounds the lines one diff produces, so that a debug log line
 // stays readable whatever the message holds.
 const maxChanges = 64
@@ -115,6 +132,12 @@ func (d *differ) mapField(path string, fd protoreflect.FieldDescriptor, a, b pro
 	for _, k := range keys {
 		p := fmt.Sprintf("%s[%q]", path, k.String())
 		ah, bh := a.Has(k), b.Has(k)
+		if vd.Message() == nil && redacted(k.String()) {
+			if ah != bh || !a.Get(k).Equal(b.Get(k)) {
+				d.add(p, redactedIf(ah), redactedIf(bh))
+			}
+			continue
+		}
 		switch {
 		case !ah:
 			d.add(p, "<none>", value(vd, b.Get(k)))
@@ -126,6 +149,13 @@ func (d *differ) mapField(path string, fd protoreflect.FieldDescriptor, a, b pro
 			d.add(p, scalar(a.Get(k)), scalar(b.Get(k)))
 		}
 	}
+}
+
+func redactedIf(present bool) string {
+	if present {
+		return redactedValue
+	}
+	return "<none>"
 }
 
 func join(path, name string) string {
@@ -200,6 +230,10 @@ func writeMessage(b *strings.Builder, m protoreflect.Message) {
 					b.WriteByte(' ')
 				}
 				fmt.Fprintf(b, "%q:", k.String())
+				if fd.MapValue().Message() == nil && redacted(k.String()) {
+					b.WriteString(redactedValue)
+					continue
+				}
 				writeValue(b, fd.MapValue(), v.Map().Get(k))
 			}
 			b.WriteByte('}')

@@ -140,6 +140,15 @@ func TestChanges(t *testing.T) {
 		}, `[path.path_segments[1]: <none> -> {name:"n2"}]`},
 		{"list element", func(c *networkservice.Connection) { c.Path.PathSegments[0].Id = "s" }, `[path.path_segments[0].id: "" -> "s"]`},
 		{"enum", func(c *networkservice.Connection) { c.State = networkservice.State_DOWN }, `[state: 0 -> 1]`},
+		{"secrets never show", func(c *networkservice.Connection) {
+			c.Mechanism.Parameters = map[string]string{"secret": "s3cr3t", "provider": "shm"}
+		}, `[mechanism.parameters["provider"]: <none> -> "shm" mechanism.parameters["secret"]: <none> -> "<redacted>"]`},
+		{"secrets in a message that appears", func(c *networkservice.Connection) {
+			c.Context = &networkservice.ConnectionContext{ExtraContext: map[string]string{"token": "t0k3n", "a": "b"}}
+		}, `[context: <none> -> {extra_context:{"a":"b" "token":"<redacted>"}}]`},
+		{"secrets inside a new message", func(c *networkservice.Connection) {
+			c.Mechanism = &networkservice.Mechanism{Parameters: map[string]string{"conn_secret": "s3cr3t"}}
+		}, `[mechanism.type: "RDMA" -> "" mechanism.parameters["conn_secret"]: <none> -> "<redacted>"]`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
