@@ -2,6 +2,7 @@ package clienturl_test
 
 import (
 	"context"
+	"fmt"
 	"net/url"
 	"testing"
 
@@ -21,6 +22,35 @@ func TestContext(t *testing.T) {
 	ctx := clienturl.WithClientURL(context.Background(), u)
 	if clienturl.ClientURL(ctx) != u {
 		t.Fatal("the URL did not come back")
+	}
+}
+
+func TestTheContextWinsOverTheConnection(t *testing.T) {
+	t.Parallel()
+	recorded := &url.URL{Scheme: "unix", Path: "/recorded.sock"}
+	explicit := &url.URL{Scheme: "unix", Path: "/explicit.sock"}
+	var got []string
+	srv := chain.NewServer(
+		chain.ServerFuncs{RequestFunc: func(ctx context.Context, req *networkservice.NetworkServiceRequest, next *chain.NextServer) (*networkservice.Connection, error) {
+			clienturl.SetClientURL(ctx, recorded)
+			got = append(got, clienturl.ClientURL(ctx).Path)
+			got = append(got, clienturl.ClientURL(clienturl.WithClientURL(ctx, explicit)).Path)
+			return next.Request(ctx, req)
+		}},
+		chain.ServerFuncs{CloseFunc: func(ctx context.Context, conn *networkservice.Connection, next *chain.NextServer) (*emptypb.Empty, error) {
+			got = append(got, clienturl.ClientURL(ctx).Path) // the connection keeps its URL
+			return next.Close(ctx, conn)
+		}},
+	)
+	conn, err := srv.Request(context.Background(), &networkservice.NetworkServiceRequest{Connection: &networkservice.Connection{Id: "a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.Close(context.Background(), conn); err != nil {
+		t.Fatal(err)
+	}
+	if want := "[/recorded.sock /explicit.sock /recorded.sock]"; fmt.Sprint(got) != want {
+		t.Fatalf("got %v, want %s", got, want)
 	}
 }
 

@@ -15,16 +15,18 @@ type server struct {
 }
 
 // NewServer returns an element that sends every connection to u: the
-// elements after it see u as ClientURL. u is not copied; do not change it
-// afterwards.
+// elements after it see u as ClientURL (recorded with SetClientURL). u is
+// not copied; do not change it afterwards.
 func NewServer(u *url.URL) chain.ServerElement {
 	return &server{u: u}
 }
 
 func (s *server) Request(ctx context.Context, req *networkservice.NetworkServiceRequest, next *chain.NextServer) (*networkservice.Connection, error) {
-	return next.Request(WithClientURL(ctx, s.u), req)
+	SetClientURL(ctx, s.u)
+	return next.Request(ctx, req)
 }
 
 func (s *server) Close(ctx context.Context, conn *networkservice.Connection, next *chain.NextServer) (*emptypb.Empty, error) {
-	return next.Close(WithClientURL(ctx, s.u), conn)
+	SetClientURL(ctx, s.u)
+	return next.Close(ctx, conn)
 }
