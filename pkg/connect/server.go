@@ -18,6 +18,7 @@ import (
 	"github.com/tether-mesh/tether/pkg/chain"
 	"github.com/tether-mesh/tether/pkg/clienturl"
 	"github.com/tether-mesh/tether/pkg/refcount"
+	"github.com/tether-mesh/tether/pkg/sockurl"
 )
 
 // retryUnavailable retries a Request or Close that failed with Unavailable
@@ -93,7 +94,7 @@ func (s *server) dial(rawURL string) (*urlClient, error) {
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "connect: next hop URL %q: %v", rawURL, err)
 	}
-	t, err := target(u)
+	t, err := sockurl.GRPCTarget(u)
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "connect: next hop %v", err)
 	}

@@ -3,6 +3,7 @@ package membership
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"sync"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/tether-mesh/tether/pkg/sockurl"
 	"github.com/tether-mesh/tether/pkg/view"
 	"github.com/tether-mesh/tether/pkg/view/internal/feed"
 	"github.com/tether-mesh/tether/pkg/view/internal/wire"
@@ -118,18 +120,18 @@ func newOptions(opts []ClientOption) clientOptions {
 	return o
 }
 
-// Dial returns a client of the membership service at target, in the form
-// ParseTarget reads ("unix:///run/tether/forwarder.sock",
+// Dial returns a client of the membership service at target, a URL that
+// sockurl reads ("unix:///run/tether/forwarder.sock",
 // "tcp://127.0.0.1:5002"). The connection is made lazily and remade when it
 // breaks. Close the client to release it.
 func Dial(target string, opts ...ClientOption) (*Client, error) {
-	network, address, err := ParseTarget(target)
+	u, err := url.Parse(target)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("membership dial %q: %w", target, err)
 	}
-	grpcTarget := "passthrough:///" + address
-	if network == "unix" {
-		grpcTarget = "unix://" + address
+	grpcTarget, err := sockurl.GRPCTarget(u)
+	if err != nil {
+		return nil, fmt.Errorf("membership dial: %w", err)
 	}
 	o := newOptions(opts)
 	dialOpts := append([]grpc.DialOption{

@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/tether-mesh/tether/pkg/sockurl"
 	"github.com/tether-mesh/tether/pkg/view"
 	"github.com/tether-mesh/tether/pkg/view/embedded"
 	"github.com/tether-mesh/tether/pkg/view/membership"
@@ -24,7 +25,7 @@ func Example() {
 	// In the forwarder.
 	p := embedded.New()
 	defer p.Close()
-	lis, err := membership.Listen(ctx, target)
+	lis, err := sockurl.Listen(ctx, target, 0)
 	if err != nil {
 		fmt.Println(err)
 		return

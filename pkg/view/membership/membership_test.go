@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/tether-mesh/tether/pkg/sockurl"
 	"github.com/tether-mesh/tether/pkg/view"
 	"github.com/tether-mesh/tether/pkg/view/embedded"
 	"github.com/tether-mesh/tether/pkg/view/internal/fakeclock"
@@ -263,43 +264,21 @@ func TestJoinContext(t *testing.T) {
 	}
 }
 
-func TestParseTarget(t *testing.T) {
+func TestDialTargets(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
-		target, network, address string
-	}{
-		{"unix:///run/tether/f.sock", "unix", "/run/tether/f.sock"},
-		{"tcp://127.0.0.1:5002", "tcp", "127.0.0.1:5002"},
-		{"tcp://[::1]:5002", "tcp", "[::1]:5002"},
-		{"tcp://localhost:1/", "tcp", "localhost:1"},
-		{"unix://host/path", "", ""},
-		{"unix://", "", ""},
-		{"tcp://127.0.0.1", "", ""},
-		{"tcp://127.0.0.1:1/x", "", ""},
-		{"http://127.0.0.1:1", "", ""},
-		{"127.0.0.1:1", "", ""},
-		{"%zz", "", ""},
-	}
-	for _, tt := range tests {
-		n, a, err := membership.ParseTarget(tt.target)
-		if tt.network == "" {
-			if err == nil {
-				t.Errorf("ParseTarget(%q) = %s %s, want an error", tt.target, n, a)
-			}
-			continue
-		}
-		if err != nil || n != tt.network || a != tt.address {
-			t.Errorf("ParseTarget(%q) = %s %s %v", tt.target, n, a, err)
-		}
-		c, err := membership.Dial(tt.target)
+	for _, target := range []string{"unix:///run/tether/f.sock", "tcp://127.0.0.1:5002", "tcp://[::1]:5002", "tcp://localhost:1/"} {
+		c, err := membership.Dial(target)
 		if err != nil {
-			t.Errorf("Dial(%q): %v", tt.target, err)
+			t.Errorf("Dial(%q): %v", target, err)
 			continue
 		}
 		_ = c.Close()
 	}
-	if _, err := membership.Dial("http://x:1"); err == nil {
-		t.Error("Dial of an http URL")
+	for _, target := range []string{"unix://host/path", "tcp://127.0.0.1", "http://x:1", "127.0.0.1:1", "%zz"} {
+		if c, err := membership.Dial(target); err == nil {
+			_ = c.Close()
+			t.Errorf("Dial(%q) accepted a bad target", target)
+		}
 	}
 }
 
@@ -318,7 +297,7 @@ func TestListen(t *testing.T) {
 	if _, err := os.Stat(path); err != nil {
 		t.Fatal("the stale socket file is gone:", err)
 	}
-	lis, err := membership.Listen(ctx, target)
+	lis, err := sockurl.Listen(ctx, target, 0)
 	if err != nil {
 		t.Fatalf("Listen over a stale socket: %v", err)
 	}
@@ -331,7 +310,7 @@ func TestListen(t *testing.T) {
 		}
 	}()
 	// A socket somebody serves is not.
-	if l2, err := membership.Listen(ctx, target); err == nil {
+	if l2, err := sockurl.Listen(ctx, target, 0); err == nil {
 		_ = l2.Close()
 		t.Fatal("Listen took over a live socket")
 	}
@@ -341,16 +320,16 @@ func TestListen(t *testing.T) {
 	if err := os.WriteFile(file, []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if l3, err := membership.Listen(ctx, "unix://"+file); err == nil {
+	if l3, err := sockurl.Listen(ctx, "unix://"+file, 0); err == nil {
 		_ = l3.Close()
 		t.Fatal("Listen replaced a regular file")
 	}
-	tcp, err := membership.Listen(ctx, "tcp://127.0.0.1:0")
+	tcp, err := sockurl.Listen(ctx, "tcp://127.0.0.1:0", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	_ = tcp.Close()
-	if _, err := membership.Listen(ctx, "udp://x"); err == nil {
+	if _, err := sockurl.Listen(ctx, "udp://x", 0); err == nil {
 		t.Fatal("Listen on a bad target")
 	}
 }
@@ -360,7 +339,7 @@ func TestOverTCP(t *testing.T) {
 	t.Parallel()
 	p := embedded.New()
 	defer p.Close()
-	lis, err := membership.Listen(t.Context(), "tcp://127.0.0.1:0")
+	lis, err := sockurl.Listen(t.Context(), "tcp://127.0.0.1:0", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -437,7 +416,7 @@ func TestClientRefusesMalformedAnswers(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			lis, err := membership.Listen(t.Context(), "unix://"+viewtest.SocketPath(t))
+			lis, err := sockurl.Listen(t.Context(), "unix://"+viewtest.SocketPath(t), 0)
 			if err != nil {
 				t.Fatal(err)
 			}

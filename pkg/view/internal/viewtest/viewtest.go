@@ -15,6 +15,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/tether-mesh/tether/pkg/sockurl"
 	"github.com/tether-mesh/tether/pkg/view"
 	"github.com/tether-mesh/tether/pkg/view/embedded"
 	"github.com/tether-mesh/tether/pkg/view/internal/childproc"
@@ -85,7 +86,7 @@ func server(ctx context.Context, arg string, ready func(string)) error {
 	p := embedded.New(embedded.WithLease(a.Heartbeat, a.Lease))
 	defer p.Close()
 	target := "unix://" + a.Socket
-	lis, err := membership.Listen(ctx, target)
+	lis, err := sockurl.Listen(ctx, target, 0)
 	if err != nil {
 		return err
 	}
@@ -120,7 +121,7 @@ func SpawnMember(tb testing.TB, target, group string, m view.Member) *childproc.
 func Serve(tb testing.TB, p *embedded.Provider) string {
 	tb.Helper()
 	target := "unix://" + SocketPath(tb)
-	lis, err := membership.Listen(context.Background(), target)
+	lis, err := sockurl.Listen(context.Background(), target, 0)
 	if err != nil {
 		tb.Fatal(err)
 	}
