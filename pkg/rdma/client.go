@@ -1,0 +1,171 @@
+package rdma
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/networkservicemesh/api/pkg/api/networkservice"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/tether-mesh/tether/pkg/chain"
+)
+
+// DefaultDialTimeout bounds how long the client element waits to open a
+// channel.
+const DefaultDialTimeout = 5 * time.Second
+
+// BindFunc learns that a connection's channel changed: ch is the new one,
+// old the one it replaces (nil on the first bind), being closed, whose
+// unacknowledged messages were sent again on ch with FlagRetry. It runs
+// inside the connection's Request event and must not block.
+type BindFunc func(connID string, ch, old Channel)
+
+// ClientOption configures NewClient.
+type ClientOption func(*clientOptions)
+
+type clientOptions struct {
+	providers   []Provider
+	dialTimeout time.Duration
+	bind        BindFunc
+}
+
+// WithProviders sets the providers the client can use, in the order it
+// prefers them.
+func WithProviders(providers ...Provider) ClientOption {
+	return func(o *clientOptions) { o.providers = append(o.providers, providers...) }
+}
+
+// WithDialTimeout bounds opening a channel (default DefaultDialTimeout).
+func WithDialTimeout(d time.Duration) ClientOption {
+	return func(o *clientOptions) { o.dialTimeout = d }
+}
+
+// WithBind sets the function told of every new channel.
+func WithBind(f BindFunc) ClientOption {
+	return func(o *clientOptions) { o.bind = f }
+}
+
+// bound is a connection's channel at the client element.
+type bound struct {
+	b  Binding
+	ch Channel
+}
+
+var boundKey = chain.NewKey[*bound]("rdma.channel")
+
+type client struct {
+	opts      clientOptions
+	providers map[string]Provider
+}
+
+// NewClient returns the client element: it offers its providers when the
+// request has no mechanism preferences, opens the channel the endpoint's
+// answer describes, keeps it across refreshes that answer the same binding,
+// and when an answer names another binding (another member), opens the new
+// channel and sends the old channel's unacknowledged messages again on it,
+// marked FlagRetry. Close closes the channel.
+func NewClient(opts ...ClientOption) chain.ClientElement {
+	c := &client{opts: clientOptions{dialTimeout: DefaultDialTimeout}, providers: map[string]Provider{}}
+	for _, o := range opts {
+		o(&c.opts)
+	}
+	for _, p := range c.opts.providers {
+		c.providers[p.Name()] = p
+	}
+	return c
+}
+
+// ChannelOf returns the channel of the connection whose event runs in ctx.
+func ChannelOf(ctx context.Context) (Channel, bool) {
+	if b, ok := boundKey.Load(ctx); ok {
+		return b.ch, true
+	}
+	return nil, false
+}
+
+func (c *client) Request(ctx context.Context, req *networkservice.NetworkServiceRequest, next *chain.NextClient, opts ...grpc.CallOption) (*networkservice.Connection, error) {
+	if len(req.GetMechanismPreferences()) == 0 {
+		for _, p := range c.opts.providers {
+			req.MechanismPreferences = append(req.MechanismPreferences, Preference(p.Name()))
+		}
+	}
+	resp, err := next.Request(ctx, req, opts...)
+	if err != nil {
+		return nil, err
+	}
+	old, _ := boundKey.Load(ctx)
+	b, err := ParseBinding(resp.GetMechanism())
+	if err == nil {
+		if _, ok := c.providers[b.Provider]; !ok {
+			err = fmt.Errorf("%w: provider %q was not offered", ErrInvalidArgument, b.Provider)
+		}
+	}
+	if err != nil {
+		c.abandon(ctx, old, resp, next, opts)
+		return nil, status.Errorf(codes.FailedPrecondition, "rdma: the endpoint answered with an unusable mechanism: %v", err)
+	}
+	if old != nil && old.b == b && old.ch.Err() == nil {
+		return resp, nil // the same binding, still working
+	}
+	ch, err := c.open(ctx, b, old)
+	if err != nil {
+		c.abandon(ctx, old, resp, next, opts)
+		return nil, status.Errorf(codes.Unavailable, "rdma: open the %s channel to %s: %v", b.Provider, b.Address, err)
+	}
+	boundKey.Store(ctx, &bound{b: b, ch: ch})
+	var oldCh Channel
+	if old != nil {
+		oldCh = old.ch
+	}
+	if c.opts.bind != nil {
+		c.opts.bind(resp.GetId(), ch, oldCh)
+	}
+	return resp, nil
+}
+
+// open dials the binding's channel and sends the old channel's
+// unacknowledged messages on it; then the old channel is closed.
+func (c *client) open(ctx context.Context, b Binding, old *bound) (Channel, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.opts.dialTimeout)
+	defer cancel()
+	ch, err := c.providers[b.Provider].Dial(ctx, b.Address, b.ConnID, b.Secret)
+	if err != nil {
+		return nil, err
+	}
+	if old == nil {
+		return ch, nil
+	}
+	for _, m := range old.ch.Unacked() {
+		m.Flags |= FlagRetry
+		if _, err := ch.Send(ctx, &m); err != nil {
+			_ = ch.Close()
+			return nil, fmt.Errorf("replaying unacknowledged message %d: %w", m.Seq, err)
+		}
+	}
+	// The old channel goes off the Request's path: its peer may be
+	// unreachable, and a close that waits for it must not hold up the heal.
+	go old.ch.Close() //nolint:errcheck // nobody to tell
+	return ch, nil
+}
+
+// abandon closes, at the endpoint, a connection that this Request opened
+// but cannot use: a refresh keeps what it had.
+func (c *client) abandon(ctx context.Context, old *bound, resp *networkservice.Connection, next *chain.NextClient, opts []grpc.CallOption) {
+	if old != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.dialTimeout)
+	defer cancel()
+	_, _ = next.Close(ctx, resp, opts...)
+}
+
+func (c *client) Close(ctx context.Context, conn *networkservice.Connection, next *chain.NextClient, opts ...grpc.CallOption) (*emptypb.Empty, error) {
+	if b, ok := boundKey.LoadAndDelete(ctx); ok {
+		_ = b.ch.Close()
+	}
+	return next.Close(ctx, conn, opts...)
+}

@@ -1,0 +1,258 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/tether-mesh/tether/pkg/rdma"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// fakeChannel is an rdma.Channel that only has a life.
+type fakeChannel struct {
+	rdma.Channel
+	life   *Life
+	closed int
+}
+
+func newFake() *fakeChannel { return &fakeChannel{life: NewLife()} }
+
+func (f *fakeChannel) Done() <-chan struct{} { return f.life.Done() }
+func (f *fakeChannel) Close() error {
+	f.closed++
+	f.life.End(rdma.ErrClosed)
+	return nil
+}
+
+func TestTableAttachRules(t *testing.T) {
+	tb := NewTable()
+	secret := rdma.NewSecret()
+	ep, err := tb.Expect("a", secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tb.Expect("a", secret); !errors.Is(err, rdma.ErrAlreadyExpected) {
+		t.Errorf("second Expect: %v", err)
+	}
+	if s, ok := tb.Secret("a"); !ok || s != secret {
+		t.Error("Secret(a) lost")
+	}
+	if _, ok := tb.Secret("b"); ok {
+		t.Error("Secret(b) found")
+	}
+	if _, err := tb.Admit("b"); !errors.Is(err, rdma.ErrUnknownConnection) {
+		t.Errorf("Admit(b): %v", err)
+	}
+	first, err := tb.Admit("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// While the first attach is being set up, a second one is refused.
+	if _, err := tb.Admit("a"); !errors.Is(err, rdma.ErrAlreadyAttached) {
+		t.Errorf("Admit during setup: %v", err)
+	}
+	ch := newFake()
+	if err := first.Deliver(ch); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Deliver(ch); err == nil {
+		t.Error("a ticket delivered twice")
+	}
+	// Waiting to be accepted, then accepted: still refused.
+	if _, err := tb.Admit("a"); !errors.Is(err, rdma.ErrAlreadyAttached) {
+		t.Errorf("Admit with a pending channel: %v", err)
+	}
+	got, err := ep.Accept(context.Background())
+	if err != nil || got != ch {
+		t.Fatalf("Accept: %v %v", got, err)
+	}
+	if _, err := tb.Admit("a"); !errors.Is(err, rdma.ErrAlreadyAttached) {
+		t.Errorf("Admit with a live channel: %v", err)
+	}
+	// Once the channel ended, the peer may attach again.
+	ch.life.End(rdma.ErrPeerLost)
+	again, err := tb.Admit("a")
+	if err != nil {
+		t.Fatalf("Admit after the channel ended: %v", err)
+	}
+	again.Cancel()
+	third, err := tb.Admit("a")
+	if err != nil {
+		t.Fatalf("Admit after a cancelled ticket: %v", err)
+	}
+	ch2 := newFake()
+	if err := third.Deliver(ch2); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := ep.Accept(context.Background()); got != ch2 || ch.closed != 1 {
+		t.Errorf("the new channel replaces the dead one (closed %d)", ch.closed)
+	}
+	if st := tb.Stats(); st.Accepted != 2 {
+		t.Errorf("stats %+v", st)
+	}
+	// Closing the endpoint closes its channel and forgets the ID.
+	if err := ep.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if ch2.closed != 1 || tb.Len() != 0 {
+		t.Errorf("after endpoint close: closed %d, %d expected", ch2.closed, tb.Len())
+	}
+	if _, err := ep.Accept(context.Background()); !errors.Is(err, rdma.ErrClosed) {
+		t.Errorf("Accept after close: %v", err)
+	}
+}
+
+func TestTicketOnClosedEndpoint(t *testing.T) {
+	tb := NewTable()
+	ep, _ := tb.Expect("a", rdma.NewSecret())
+	tk, err := tb.Admit("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = ep.Close()
+	ch := newFake()
+	if err := tk.Deliver(ch); !errors.Is(err, rdma.ErrClosed) || ch.closed != 1 {
+		t.Errorf("deliver to a closed endpoint: %v, closed %d", err, ch.closed)
+	}
+}
+
+func TestTableClose(t *testing.T) {
+	tb := NewTable()
+	ep, _ := tb.Expect("a", rdma.NewSecret())
+	tk, _ := tb.Admit("a")
+	ch := newFake()
+	_ = tk.Deliver(ch)
+	accepted := make(chan error, 1)
+	ep2, _ := tb.Expect("b", rdma.NewSecret())
+	go func() {
+		_, err := ep2.Accept(context.Background())
+		accepted <- err
+	}()
+	tb.Close()
+	if ch.closed != 1 {
+		t.Error("pending channel not closed")
+	}
+	if err := <-accepted; !errors.Is(err, rdma.ErrClosed) {
+		t.Errorf("blocked Accept: %v", err)
+	}
+	if _, err := tb.Expect("c", rdma.NewSecret()); !errors.Is(err, rdma.ErrClosed) {
+		t.Errorf("Expect after close: %v", err)
+	}
+	_ = ep.Close()
+}
+
+func TestExpectValidates(t *testing.T) {
+	tb := NewTable()
+	if _, err := tb.Expect("", rdma.NewSecret()); !errors.Is(err, rdma.ErrInvalidArgument) {
+		t.Error(err)
+	}
+	if _, err := tb.Expect("x", rdma.Secret{}); !errors.Is(err, rdma.ErrInvalidArgument) {
+		t.Error(err)
+	}
+}
+
+func TestCountHandshakeError(t *testing.T) {
+	tb := NewTable()
+	for _, err := range []error{rdma.ErrAuth, rdma.ErrProtocol, errors.New("eof"), rdma.ErrUnknownConnection, rdma.ErrAlreadyAttached} {
+		tb.CountHandshakeError(err)
+	}
+	tb.CountProtocolError()
+	if st := tb.Stats(); st.HandshakeFailures != 3 || st.Rejected != 2 || st.ProtocolErrors != 1 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+func TestRetention(t *testing.T) {
+	r := NewRetention(3)
+	for i := range 5 {
+		if r.Full() {
+			r.AckUpTo(r.Front().Seq)
+		}
+		m := rdma.Message{Flags: rdma.Flags(i % 2), Header: []byte{byte(i)}, Payload: make([]byte, i)}
+		r.Push(&m, uint64(10+i), uint64(i))
+	}
+	if r.Len() != 3 || r.Bytes() != 2+3+4 || r.Front().Seq != 12 || r.Back().Seq != 14 {
+		t.Fatalf("len %d bytes %d front %d back %d", r.Len(), r.Bytes(), r.Front().Seq, r.Back().Seq)
+	}
+	ms := r.Messages()
+	for i, m := range ms {
+		if m.Seq != uint64(12+i) || len(m.Payload) != 2+i || m.Header[0] != byte(2+i) || m.Flags != rdma.Flags(i%2) {
+			t.Errorf("message %d: %+v", i, m)
+		}
+	}
+	if n := r.AckUpTo(13); n != 2 || r.Len() != 1 || r.Bytes() != 4 {
+		t.Errorf("AckUpTo: %d, len %d bytes %d", n, r.Len(), r.Bytes())
+	}
+	r.AckUpTo(100)
+	if r.Front() != nil || r.Back() != nil || len(r.Messages()) != 0 {
+		t.Error("not empty")
+	}
+}
+
+func TestSem(t *testing.T) {
+	s := NewSem()
+	if err := s.Acquire(context.Background(), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if s.TryAcquire() {
+		t.Fatal("acquired twice")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := s.Acquire(ctx, nil, nil); !errors.Is(err, context.Canceled) {
+		t.Errorf("Acquire with a cancelled context: %v", err)
+	}
+	done := make(chan struct{})
+	close(done)
+	if err := s.Acquire(context.Background(), done, func() error { return rdma.ErrClosed }); !errors.Is(err, rdma.ErrClosed) {
+		t.Errorf("Acquire after done: %v", err)
+	}
+	got := make(chan error, 1)
+	go func() { got <- s.Acquire(context.Background(), nil, nil) }()
+	s.Release()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a waiter was not woken by Release")
+	}
+	s.Release()
+}
+
+func TestLifeAndNotifier(t *testing.T) {
+	l := NewLife()
+	if l.Ended() || l.Err() != nil {
+		t.Fatal("born ended")
+	}
+	if !l.End(rdma.ErrPeerLost) || l.End(rdma.ErrClosed) {
+		t.Fatal("End reported wrongly")
+	}
+	<-l.Done()
+	if !errors.Is(l.Err(), rdma.ErrPeerLost) || !l.Ended() {
+		t.Fatal("the first end does not stick")
+	}
+	var n Notifier
+	n.Broadcast() // nobody waits: nothing happens
+	w1, w2 := n.Wait(), n.Wait()
+	n.Broadcast()
+	<-w1
+	<-w2
+}
+
+func TestDialError(t *testing.T) {
+	for _, kept := range []error{rdma.ErrAuth, rdma.ErrUnknownConnection, rdma.ErrAlreadyAttached, rdma.ErrRejected, rdma.ErrProtocol, rdma.ErrUnreachable} {
+		if err := DialError(kept); !errors.Is(err, kept) || err.Error() != kept.Error() {
+			t.Errorf("%v became %v", kept, err)
+		}
+	}
+	if err := DialError(errors.New("EOF")); !errors.Is(err, rdma.ErrPeerLost) {
+		t.Errorf("a broken connection: %v", err)
+	}
+}

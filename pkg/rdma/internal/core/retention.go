@@ -1,0 +1,115 @@
+package core
+
+import (
+	"github.com/tether-mesh/tether/pkg/rdma"
+)
+
+// Entry is one sent, unacknowledged message.
+type Entry struct {
+	Seq     uint64
+	Flags   rdma.Flags
+	HdrLen  uint8
+	Hdr     [rdma.MaxHeaderSize]byte
+	Payload []byte
+	// Aux is for the provider (for example the last ring slot the message
+	// occupies).
+	Aux uint64
+}
+
+// Retention keeps the messages a sender has not seen acknowledged, in
+// sequence order, in a ring of fixed capacity (the window), without
+// allocating. The header is copied; the payload is referred to.
+type Retention struct {
+	ring  []Entry
+	head  int
+	n     int
+	bytes int
+}
+
+// NewRetention returns a Retention holding at most capacity messages.
+func NewRetention(capacity int) *Retention {
+	return &Retention{ring: make([]Entry, capacity)}
+}
+
+// Len is the number of messages held.
+func (r *Retention) Len() int { return r.n }
+
+// Bytes is the number of payload bytes held.
+func (r *Retention) Bytes() int { return r.bytes }
+
+// Cap is the capacity.
+func (r *Retention) Cap() int { return len(r.ring) }
+
+// Full reports whether no more message fits.
+func (r *Retention) Full() bool { return r.n == len(r.ring) }
+
+// Push records m, sent with sequence number seq. The caller checks Full first.
+func (r *Retention) Push(m *rdma.Message, seq, aux uint64) {
+	e := &r.ring[(r.head+r.n)%len(r.ring)]
+	e.Seq = seq
+	e.Flags = m.Flags
+	e.HdrLen = uint8(copy(e.Hdr[:], m.Header))
+	e.Payload = m.Payload
+	e.Aux = aux
+	r.n++
+	r.bytes += len(m.Payload)
+}
+
+// Front returns the oldest message, or nil.
+func (r *Retention) Front() *Entry {
+	if r.n == 0 {
+		return nil
+	}
+	return &r.ring[r.head]
+}
+
+// Back returns the newest message, or nil.
+func (r *Retention) Back() *Entry {
+	if r.n == 0 {
+		return nil
+	}
+	return &r.ring[(r.head+r.n-1)%len(r.ring)]
+}
+
+// Pop drops the oldest message.
+func (r *Retention) Pop() {
+	e := &r.ring[r.head]
+	r.bytes -= len(e.Payload)
+	e.Payload = nil
+	r.head = (r.head + 1) % len(r.ring)
+	r.n--
+}
+
+// AckUpTo drops every message with a sequence number up to seq and returns
+// how many it dropped.
+func (r *Retention) AckUpTo(seq uint64) int {
+	k := 0
+	for r.n > 0 && r.ring[r.head].Seq <= seq {
+		r.Pop()
+		k++
+	}
+	return k
+}
+
+// Messages returns copies of the held messages (the header copied, the
+// payload slice as sent).
+func (r *Retention) Messages() []rdma.Message {
+	out := make([]rdma.Message, r.n)
+	for i := range out {
+		e := &r.ring[(r.head+i)%len(r.ring)]
+		out[i] = rdma.Message{
+			Seq:     e.Seq,
+			Flags:   e.Flags,
+			Header:  append([]byte(nil), e.Hdr[:e.HdrLen]...),
+			Payload: e.Payload,
+		}
+	}
+	return out
+}
+
+// Each calls f for every held message, oldest first.
+func (r *Retention) Each(f func(*Entry)) {
+	for i := range r.n {
+		f(&r.ring[(r.head+i)%len(r.ring)])
+	}
+}

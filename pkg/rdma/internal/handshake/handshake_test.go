@@ -1,0 +1,225 @@
+package handshake
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"testing"
+
+	"github.com/tether-mesh/tether/pkg/rdma"
+)
+
+// pipePair returns two connected handshake connections over net.Pipe.
+func pipePair(t *testing.T) (StreamConn, StreamConn) {
+	a, b := net.Pipe()
+	t.Cleanup(func() {
+		_ = a.Close()
+		_ = b.Close()
+	})
+	return StreamConn{RW: a}, StreamConn{RW: b}
+}
+
+type result struct {
+	connID string
+	err    error
+}
+
+// run runs a client and a server against each other and returns both errors.
+func run(t *testing.T, clientSecret, serverSecret rdma.Secret, connID string, known bool, admit error) (result, error) {
+	t.Helper()
+	c, s := pipePair(t)
+	done := make(chan result, 1)
+	go func() {
+		id, err := Server(s, "tcp", func(id string) (rdma.Secret, bool) {
+			if !known || id != connID {
+				return rdma.Secret{}, false
+			}
+			return serverSecret, true
+		}, func(string) error { return admit }, nil)
+		// A server that refused closes, as the providers do.
+		_ = s.RW.(net.Conn).Close()
+		done <- result{id, err}
+	}()
+	err := Client(c, "tcp", connID, &clientSecret, nil)
+	_ = c.RW.(net.Conn).Close()
+	return <-done, err
+}
+
+func TestHandshake(t *testing.T) {
+	secret, other := rdma.NewSecret(), rdma.NewSecret()
+	tests := []struct {
+		name          string
+		clientSecret  rdma.Secret
+		known         bool
+		admit         error
+		wantClientErr error
+		wantServerErr error
+	}{
+		{"ok", secret, true, nil, nil, nil},
+		{"wrong secret", other, true, nil, rdma.ErrAuth, rdma.ErrAuth},
+		{"unknown connection", secret, false, nil, rdma.ErrUnknownConnection, rdma.ErrUnknownConnection},
+		{"already attached", secret, true, rdma.ErrAlreadyAttached, rdma.ErrAlreadyAttached, rdma.ErrAlreadyAttached},
+		{"refused", secret, true, rdma.ErrRejected, rdma.ErrRejected, rdma.ErrRejected},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res, cerr := run(t, tt.clientSecret, secret, "conn-1", tt.known, tt.admit)
+			if !errors.Is(cerr, tt.wantClientErr) || (tt.wantClientErr == nil && cerr != nil) {
+				t.Errorf("client: %v, want %v", cerr, tt.wantClientErr)
+			}
+			if !errors.Is(res.err, tt.wantServerErr) || (tt.wantServerErr == nil && res.err != nil) {
+				t.Errorf("server: %v, want %v", res.err, tt.wantServerErr)
+			}
+			if res.connID != "conn-1" {
+				t.Errorf("server saw connection ID %q", res.connID)
+			}
+		})
+	}
+}
+
+// TestServerMustProveFirst: a listener that does not know the secret is
+// detected by the dialer before the dialer proves anything.
+func TestImpostorListener(t *testing.T) {
+	secret := rdma.NewSecret()
+	c, s := pipePair(t)
+	sent := make(chan [][]byte, 1)
+	go func() {
+		rec := &recorder{Conn: s}
+		_, _ = Server(rec, "tcp", func(string) (rdma.Secret, bool) { return rdma.NewSecret(), true }, func(string) error { return nil }, nil)
+		_ = s.RW.(net.Conn).Close()
+		sent <- rec.received
+	}()
+	if err := Client(c, "tcp", "x", &secret, nil); !errors.Is(err, rdma.ErrAuth) {
+		t.Fatalf("client against an impostor: %v", err)
+	}
+	_ = c.RW.(net.Conn).Close()
+	for _, msg := range <-sent {
+		if m, err := Decode(msg); err == nil && m.Type == TypeResponse {
+			t.Fatal("the dialer answered an impostor's challenge")
+		}
+	}
+}
+
+type recorder struct {
+	Conn
+	mu             sync.Mutex
+	sent, received [][]byte
+}
+
+func (r *recorder) WriteMsg(msg []byte) error {
+	r.mu.Lock()
+	r.sent = append(r.sent, append([]byte(nil), msg...))
+	r.mu.Unlock()
+	return r.Conn.WriteMsg(msg)
+}
+
+func (r *recorder) ReadMsg(buf []byte) ([]byte, error) {
+	msg, err := r.Conn.ReadMsg(buf)
+	if err == nil {
+		r.mu.Lock()
+		r.received = append(r.received, append([]byte(nil), msg...))
+		r.mu.Unlock()
+	}
+	return msg, err
+}
+
+// scripted replays fixed messages as the peer and records the answers.
+type scripted struct {
+	in  [][]byte
+	out [][]byte
+}
+
+func (s *scripted) WriteMsg(msg []byte) error {
+	s.out = append(s.out, append([]byte(nil), msg...))
+	return nil
+}
+
+func (s *scripted) ReadMsg(buf []byte) ([]byte, error) {
+	if len(s.in) == 0 {
+		return nil, io.EOF
+	}
+	msg := s.in[0]
+	s.in = s.in[1:]
+	return buf[:copy(buf, msg)], nil // truncated like a seqpacket read
+}
+
+func TestReplayedClientIsRefused(t *testing.T) {
+	secret := rdma.NewSecret()
+	lookup := func(string) (rdma.Secret, bool) { return secret, true }
+	c, s := pipePair(t)
+	rec := &recorder{Conn: c}
+	go func() {
+		_, _ = Server(s, "shm", lookup, func(string) error { return nil }, nil)
+	}()
+	if err := Client(rec, "shm", "replayed", &secret, nil); err != nil {
+		t.Fatal(err)
+	}
+	// Replay hello and response to a new server: its nonce differs.
+	admitted := false
+	replay := &scripted{in: rec.sent}
+	_, err := Server(replay, "shm", lookup, func(string) error { admitted = true; return nil }, nil)
+	if !errors.Is(err, rdma.ErrAuth) || admitted {
+		t.Fatalf("replayed handshake: %v, admitted %v", err, admitted)
+	}
+	last, derr := Decode(replay.out[len(replay.out)-1])
+	if derr != nil || last.Type != TypeResult || last.Code != CodeAuth {
+		t.Errorf("the server answered %+v %v", last, derr)
+	}
+	first, _ := Decode(replay.out[0])
+	orig, _ := Decode(rec.received[0])
+	if first.Nonce == orig.Nonce {
+		t.Error("two challenges share a nonce")
+	}
+}
+
+func TestProofsDiffer(t *testing.T) {
+	s := rdma.NewSecret()
+	var a, b [NonceSize]byte
+	a[0], b[0] = 1, 2
+	base := proof(&s, "server", "tcp", "c", &a, &b)
+	for name, p := range map[string][ProofSize]byte{
+		"role":     proof(&s, "client", "tcp", "c", &a, &b),
+		"provider": proof(&s, "server", "shm", "c", &a, &b),
+		"conn":     proof(&s, "server", "tcp", "d", &a, &b),
+		"nonces":   proof(&s, "server", "tcp", "c", &b, &a),
+	} {
+		if p == base {
+			t.Errorf("changing the %s does not change the proof", name)
+		}
+	}
+	// Length prefixes keep ("ab","c") and ("a","bc") apart.
+	if proof(&s, "server", "ab", "c", &a, &b) == proof(&s, "server", "a", "bc", &a, &b) {
+		t.Error("provider and connection ID run together")
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	var nonce [NonceSize]byte
+	good := Append(nil, &Message{Type: TypeHello, ConnID: "abc", Nonce: nonce})
+	tests := map[string][]byte{
+		"empty":           nil,
+		"short header":    good[:3],
+		"bad magic":       append([]byte{'X'}, good[1:]...),
+		"bad version":     append(append([]byte{}, good[:2]...), append([]byte{9}, good[3:]...)...),
+		"unknown type":    Append(nil, &Message{Type: 9}),
+		"truncated body":  good[:len(good)-1],
+		"trailing byte":   append(append([]byte{}, good...), 0),
+		"empty conn ID":   Append(nil, &Message{Type: TypeHello, ConnID: "", Nonce: nonce}),
+		"bad result code": {magic[0], magic[1], Version, byte(TypeResult), 0, 1, 99},
+		"oversized":       {magic[0], magic[1], Version, byte(TypeHello), 0xff, 0xff},
+	}
+	for name, b := range tests {
+		if _, err := Decode(b); err == nil {
+			t.Errorf("%s: decoded", name)
+		}
+	}
+	m, err := Decode(good)
+	if err != nil || m.ConnID != "abc" {
+		t.Fatalf("good hello: %+v %v", m, err)
+	}
+	if !bytes.Equal(Append(nil, m), good) {
+		t.Error("re-encoding differs")
+	}
+}

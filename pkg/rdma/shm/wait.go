@@ -1,0 +1,121 @@
+package shm
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// waiter sleeps on an eventfd of ours through Go's poller.
+type waiter struct {
+	f   *os.File
+	fd  int
+	buf [8]byte
+}
+
+func newWaiter() (*waiter, error) {
+	fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	return &waiter{f: os.NewFile(uintptr(fd), "eventfd"), fd: fd}, nil
+}
+
+// sleep blocks until the eventfd is kicked or ctx ends.
+func (w *waiter) sleep(ctx context.Context) error {
+	if ctx.Done() != nil {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		stop := context.AfterFunc(ctx, w.kick)
+		defer stop()
+	}
+	_, err := w.f.Read(w.buf[:])
+	if err != nil {
+		return err
+	}
+	return ctx.Err()
+}
+
+// kick wakes the sleeper (or the next one). It goes through the file, so
+// that a kick racing with close cannot hit a reused descriptor number.
+func (w *waiter) kick() { _, _ = w.f.Write(one) }
+
+func (w *waiter) close() { _ = w.f.Close() }
+
+var one = binary.NativeEndian.AppendUint64(nil, 1)
+
+// spin polls ready for up to d (checking the clock every 64 polls) and
+// reports whether it became true. Polling is what makes a round trip take
+// a fraction of a microsecond; the bound keeps a waiter from burning a core
+// that the other side (or another process) needs.
+func spin(d time.Duration, ready func() bool) bool {
+	if d <= 0 {
+		return ready()
+	}
+	var start time.Time
+	for i := 1; ; i++ {
+		if ready() {
+			return true
+		}
+		if i&63 == 0 {
+			if start.IsZero() {
+				start = time.Now()
+			} else if time.Since(start) >= d {
+				return false
+			}
+		}
+	}
+}
+
+// minSpin is the shortest poll an adaptive spinner shrinks to: long enough
+// to catch an answer on an idle machine, and so to grow back.
+const minSpin = 2 * time.Microsecond
+
+// spinner adapts the poll to what waiting costs: when polling fails (the
+// caller then sleeps) it halves its poll, when it succeeds it doubles it,
+// up to the configured bound. When the two sides share one core (other
+// processes take the rest), a long poll only delays the side that would
+// answer; a short one hands the core over sooner.
+type spinner struct {
+	limit time.Duration
+}
+
+// wait polls ready for the current limit, at most bound, and adapts.
+func (s *spinner) wait(bound time.Duration, ready func() bool) bool {
+	if bound <= 0 {
+		return ready()
+	}
+	if s.limit <= 0 || s.limit > bound {
+		s.limit = bound
+	}
+	if spin(s.limit, ready) {
+		s.limit = min(bound, 2*s.limit)
+		return true
+	}
+	s.limit = max(min(minSpin, bound), s.limit/2)
+	return false
+}
+
+// kick adds one to an eventfd; a full counter means a wake-up is pending
+// anyway.
+func kick(fd int) {
+	for {
+		_, err := unix.Write(fd, one)
+		if !errors.Is(err, unix.EINTR) {
+			return
+		}
+	}
+}
+
+// isEventfd reports whether fd is an eventfd.
+func isEventfd(fd int) bool {
+	target, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
+	return err == nil && target == "anon_inode:[eventfd]"
+}
