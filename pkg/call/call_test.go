@@ -103,8 +103,8 @@ func (m *member) connect(ctx context.Context, connID string) (rdma.Channel, func
 		m.t.Fatal(err)
 	}
 	return ch, func() {
+		_ = ep.Close() // the channel first: nothing more goes out, not even an answer
 		cancel()
-		_ = ep.Close()
 		<-served
 	}
 }

@@ -13,43 +13,60 @@ import (
 // ErrClosed is returned by a Caller's calls after Close.
 var ErrClosed = errors.New("call: caller closed")
 
-// pending is a call waiting for its answer.
+// pending is a call waiting for its answer. All fields but msg and hdr are
+// guarded by Caller.mu.
 type pending struct {
-	msg    rdma.Message  // header and a copy of the payload, kept for sending again
-	sentOn rdma.Channel  // the channel that carries it, nil when it must be sent again
-	done   chan struct{} // closed with the answer
-	reply  []byte
-	err    error
+	msg rdma.Message // header and a copy of the payload (one buffer), kept for sending again; never written after Call made it
+	// sentOn is the channel that carries the call; nil when the next
+	// channel must take it.
+	sentOn   rdma.Channel
+	tried    bool // it was handed to a channel once
+	answered bool
+	reply    []byte
+	err      error
+	// wake is made when the call waits for another goroutine to read its
+	// answer, and closed when the answer is there.
+	wake chan struct{}
 }
 
 // Caller makes calls and sends one-way messages over a connection's current
 // channel. Bind gives it the channel, and every later one when the
 // connection heals; calls wait across a change of channel.
+//
+// There is no reader goroutine: a waiting call reads the channel itself and
+// hands the answers of other calls to them (leader and followers), so that
+// a lone call costs one send and one receive on its own goroutine, as a bare
+// round trip does.
 type Caller struct {
-	log    *logrus.Entry
-	ctx    context.Context // of the readers, ended by Close
-	cancel context.CancelFunc
+	log *logrus.Entry
 
-	mu      sync.Mutex
-	ch      rdma.Channel
-	changed chan struct{} // closed when ch changes or the caller closes
-	closed  bool
-	nextID  uint64
-	pending map[uint64]*pending
-	readers sync.WaitGroup
+	mu        sync.Mutex
+	ch        rdma.Channel
+	changed   chan struct{} // closed when ch changes or the caller closes
+	closed    bool
+	nextID    uint64
+	pending   map[uint64]*pending
+	reading   bool          // a call reads the channel
+	followers int           // calls waiting for the reader
+	free      chan struct{} // closed when the reader stops reading, if followers wait
+
+	in     rdma.Message       // the reader's buffer
+	resend sync.WaitGroup     // goroutines sending calls again after a Bind
+	ctx    context.Context    // of those goroutines, ended by Close
+	cancel context.CancelFunc //
 }
 
 // NewCaller returns a caller without a channel yet.
 func NewCaller(log *logrus.Entry) *Caller {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Caller{log: log, ctx: ctx, cancel: cancel, changed: make(chan struct{}), pending: map[uint64]*pending{}}
+	return &Caller{log: log, changed: make(chan struct{}), free: make(chan struct{}), pending: map[uint64]*pending{}, ctx: ctx, cancel: cancel}
 }
 
 // Bind makes ch the caller's channel; old, if any, is the channel it
 // replaces, whose unacknowledged messages were already sent again on ch.
-// Calls that old carried and that are not among those, or that were never
-// sent, are sent again on ch, marked as retries when they had been sent.
-// Bind does not block: it fits rdma.BindFunc.
+// Calls that old carried and that are not among those are sent again on ch,
+// marked as retries; calls never sent go out with their caller. Bind does
+// not block: it fits rdma.BindFunc.
 func (c *Caller) Bind(ch, old rdma.Channel) {
 	replayed := map[uint64]bool{}
 	if old != nil {
@@ -67,54 +84,34 @@ func (c *Caller) Bind(ch, old rdma.Channel) {
 	var resend []*pending
 	for id, p := range c.pending {
 		switch {
+		case p.answered:
 		case old != nil && p.sentOn == old && replayed[id]:
 			p.sentOn = ch
-		case p.sentOn != nil: // answered by nobody: sent again, as a retry
-			p.msg.Flags |= rdma.FlagRetry
+		case p.sentOn != nil: // sent, never answered: again, as a retry
 			p.sentOn = ch
 			resend = append(resend, p)
 		}
-		// p.sentOn == nil: its Call sends it when it sees the change.
 	}
 	c.ch = ch
 	close(c.changed)
 	c.changed = make(chan struct{})
-	c.readers.Add(1)
+	if len(resend) > 0 {
+		c.resend.Add(1)
+	}
 	c.mu.Unlock()
-
-	go c.read(ch, resend)
+	if len(resend) > 0 {
+		go c.sendAgain(ch, resend)
+	}
 }
 
-// read sends the calls Bind gave it, then delivers the answers that arrive
-// on ch until ch ends.
-func (c *Caller) read(ch rdma.Channel, resend []*pending) {
-	defer c.readers.Done()
-	ctx := c.ctx
-	for _, p := range resend {
-		if _, err := ch.Send(ctx, &p.msg); err != nil {
+func (c *Caller) sendAgain(ch rdma.Channel, calls []*pending) {
+	defer c.resend.Done()
+	for _, p := range calls {
+		m := p.msg // p.msg is never written after Call made it: a copy carries the mark
+		m.Flags |= rdma.FlagRetry
+		if _, err := ch.Send(c.ctx, &m); err != nil {
 			c.unsent(p, ch)
 		}
-	}
-	var in rdma.Message
-	for ch.Recv(ctx, &in) == nil {
-		kind, id, _, err := decode(in.Header)
-		if err != nil || (kind != KindReply && kind != KindError) {
-			c.log.WithField("conn_id", ch.ConnID()).Debug("call: dropped a message that is not an answer")
-			continue
-		}
-		c.mu.Lock()
-		p, ok := c.pending[id]
-		delete(c.pending, id)
-		c.mu.Unlock()
-		if !ok {
-			continue // the answer to a call that was sent twice, or given up
-		}
-		if kind == KindError {
-			p.err = &RemoteError{Message: string(in.Payload)}
-		} else {
-			p.reply = append([]byte(nil), in.Payload...)
-		}
-		close(p.done)
 	}
 }
 
@@ -127,18 +124,15 @@ func (c *Caller) unsent(p *pending, ch rdma.Channel) {
 	}
 }
 
-// current returns the channel and the signal of its change.
-func (c *Caller) current() (rdma.Channel, <-chan struct{}, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.ch, c.changed, c.closed
-}
-
 // Call sends payload with header and waits for the answer until ctx ends.
 // It copies payload: the caller may reuse it once Call returns.
 func (c *Caller) Call(ctx context.Context, header, payload []byte) ([]byte, error) {
-	p := &pending{done: make(chan struct{})}
-	p.msg.Payload = append([]byte(nil), payload...)
+	if len(header) > MaxHeaderSize {
+		return nil, errors.New("call: header too large")
+	}
+	// One buffer holds the header and the copy of the payload.
+	buf := make([]byte, prefixSize+len(header)+len(payload))
+	p := &pending{}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -146,45 +140,130 @@ func (c *Caller) Call(ctx context.Context, header, payload []byte) ([]byte, erro
 	}
 	c.nextID++
 	id := c.nextID
-	var err error
-	if p.msg.Header, err = encode(nil, KindCall, id, header); err != nil {
-		c.mu.Unlock()
-		return nil, err
-	}
+	p.msg.Header, _ = encode(buf[:0:prefixSize+len(header)], KindCall, id, header)
+	p.msg.Payload = buf[len(p.msg.Header):]
+	copy(p.msg.Payload, payload)
 	c.pending[id] = p
 	c.mu.Unlock()
-	defer func() {
-		c.mu.Lock()
-		delete(c.pending, id)
-		c.mu.Unlock()
-	}()
+	reply, err := c.wait(ctx, id, p)
+	c.mu.Lock()
+	delete(c.pending, id)
+	c.mu.Unlock()
+	return reply, err
+}
 
+// wait sends p when it has not gone out on the current channel, and waits
+// for its answer: reading the channel itself when nobody else does.
+func (c *Caller) wait(ctx context.Context, id uint64, p *pending) ([]byte, error) {
 	for {
 		c.mu.Lock()
-		ch, changed, closed := c.ch, c.changed, c.closed
-		send := ch != nil && p.sentOn == nil
-		if send {
-			p.sentOn = ch
-		}
-		c.mu.Unlock()
-		if closed {
+		switch {
+		case p.answered:
+			c.mu.Unlock()
+			return p.reply, p.err
+		case c.closed:
+			c.mu.Unlock()
 			return nil, ErrClosed
 		}
-		if send {
-			if _, err := ch.Send(ctx, &p.msg); err != nil {
+		ch, changed := c.ch, c.changed
+		if ch != nil && p.sentOn == nil {
+			m := p.msg
+			if p.tried { // it may have gone out before: a retry
+				m.Flags |= rdma.FlagRetry
+			}
+			p.sentOn, p.tried = ch, true
+			c.mu.Unlock()
+			if _, err := ch.Send(ctx, &m); err != nil {
 				if ctx.Err() != nil {
 					return nil, ctx.Err()
 				}
+				// The channel ended: the call waits for the next one.
+				c.log.WithError(err).WithField("conn_id", ch.ConnID()).Debug("call: send failed; waiting for the next channel")
 				c.unsent(p, ch)
+				select {
+				case <-changed:
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
 			}
+			continue
 		}
+		if ch != nil && !c.reading {
+			c.reading = true
+			c.mu.Unlock()
+			err := c.read(ctx, ch)
+			c.stopReading()
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
+				// The channel ended: wait for the next one.
+				select {
+				case <-changed:
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+			}
+			continue
+		}
+		// Somebody else reads: wait for the answer, the reader to stop, a
+		// new channel, or the end of ctx.
+		if p.wake == nil {
+			p.wake = make(chan struct{})
+		}
+		wake, free := p.wake, c.free
+		c.followers++
+		c.mu.Unlock()
 		select {
-		case <-p.done:
-			return p.reply, p.err
+		case <-wake:
+		case <-free:
 		case <-changed:
 		case <-ctx.Done():
+		}
+		c.mu.Lock()
+		c.followers--
+		c.mu.Unlock()
+		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
+	}
+}
+
+// read receives one message on ch and delivers it if it is an answer.
+func (c *Caller) read(ctx context.Context, ch rdma.Channel) error {
+	if err := ch.Recv(ctx, &c.in); err != nil {
+		return err
+	}
+	kind, id, _, err := decode(c.in.Header)
+	if err != nil || (kind != KindReply && kind != KindError) {
+		c.log.WithField("conn_id", ch.ConnID()).Debug("call: dropped a message that is not an answer")
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p, ok := c.pending[id]
+	if !ok || p.answered {
+		return nil // the answer to a call sent twice, or given up
+	}
+	p.answered = true
+	if kind == KindError {
+		p.err = &RemoteError{Message: string(c.in.Payload)}
+	} else {
+		p.reply = append([]byte(nil), c.in.Payload...)
+	}
+	if p.wake != nil {
+		close(p.wake)
+	}
+	return nil
+}
+
+func (c *Caller) stopReading() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.reading = false
+	if c.followers > 0 {
+		close(c.free)
+		c.free = make(chan struct{})
 	}
 }
 
@@ -241,6 +320,12 @@ func (c *Caller) Flush(ctx context.Context) error {
 	}
 }
 
+func (c *Caller) current() (rdma.Channel, <-chan struct{}, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ch, c.changed, c.closed
+}
+
 // Pending returns how many calls wait for their answer.
 func (c *Caller) Pending() int {
 	c.mu.Lock()
@@ -248,8 +333,9 @@ func (c *Caller) Pending() int {
 	return len(c.pending)
 }
 
-// Close fails every waiting call with ErrClosed and stops the readers. It
-// does not close the channel, which belongs to the connection.
+// Close fails every waiting call with ErrClosed. It does not close the
+// channel, which belongs to the connection: a call reading it returns when
+// the channel ends (close the connection first) or its context ends.
 func (c *Caller) Close() {
 	c.mu.Lock()
 	if c.closed {
@@ -260,5 +346,5 @@ func (c *Caller) Close() {
 	close(c.changed)
 	c.mu.Unlock()
 	c.cancel()
-	c.readers.Wait()
+	c.resend.Wait()
 }

@@ -32,8 +32,8 @@ type Handler func(ctx context.Context, req *Request) (reply []byte, err error)
 // answering calls on ch. Messages that are not calls or sends are dropped
 // and logged at debug level: a peer cannot make Serve fail.
 func Serve(ctx context.Context, ch rdma.Channel, h Handler, log *logrus.Entry) error {
-	var in rdma.Message
-	var hdr []byte
+	var in, out rdma.Message
+	hdr := make([]byte, 0, prefixSize)
 	req := Request{ConnID: ch.ConnID()}
 	for {
 		if err := ch.Recv(ctx, &in); err != nil {
@@ -46,10 +46,15 @@ func Serve(ctx context.Context, ch rdma.Channel, h Handler, log *logrus.Entry) e
 		}
 		req.Header, req.Payload, req.Retry, req.OneWay = header, in.Payload, in.Retry(), kind == KindSend
 		reply, herr := h(ctx, &req)
+		if ctx.Err() != nil {
+			// Stopped under the handler: no answer, so that the caller sends
+			// the call again wherever its connection goes next.
+			return ctx.Err()
+		}
 		if kind == KindSend {
 			continue
 		}
-		out := rdma.Message{Payload: reply}
+		out.Payload, out.Flags = reply, 0
 		answer := KindReply
 		if herr != nil {
 			answer, out.Payload = KindError, []byte(herr.Error())

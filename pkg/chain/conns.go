@@ -63,6 +63,16 @@ func (c *conns) acquire(ctx context.Context, id string, owner reentrant) (*entry
 	}
 }
 
+// handles returns a handle for every connection in the table.
+func (c *conns) handles() []Handle {
+	var hs []Handle
+	c.m.Range(func(_ string, e *entry) bool {
+		hs = append(hs, Handle{e: e})
+		return true
+	})
+	return hs
+}
+
 // acquire waits for the entry's lock or for the end of ctx.
 func (e *entry) acquire(ctx context.Context) error {
 	select {

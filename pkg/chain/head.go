@@ -104,6 +104,8 @@ func (s *server) reClose(ctx context.Context, e *entry, conn *networkservice.Con
 	return err
 }
 
+func (s *server) handles() []Handle { return s.conns.handles() }
+
 func (s *server) Connections() int {
 	return int(s.conns.count.Load())
 }
@@ -176,6 +178,8 @@ func (c *client) reClose(ctx context.Context, e *entry, conn *networkservice.Con
 	_, err := c.close(ctx, e, conn, opts)
 	return err
 }
+
+func (c *client) handles() []Handle { return c.conns.handles() }
 
 func (c *client) Connections() int {
 	return int(c.conns.count.Load())

@@ -596,3 +596,26 @@ func TestCloseIfChecksUnderTheLock(t *testing.T) {
 		t.Fatal("closed a connection twice")
 	}
 }
+
+func TestCloseAll(t *testing.T) {
+	t.Parallel()
+	tr := &trace{}
+	srv := chain.NewServer(step(tr, "a"))
+	ctx := context.Background()
+	for _, id := range []string{"x", "y", "z"} {
+		if _, err := srv.Request(ctx, request(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tr.steps = nil
+	n, err := chain.CloseAll(ctx, srv)
+	if err != nil || n != 3 {
+		t.Fatalf("closed %d, %v", n, err)
+	}
+	if got := tr.String(); got != "[ax ax ax]" || connections(t, srv) != 0 {
+		t.Fatalf("ran %s, %d left", got, connections(t, srv))
+	}
+	if _, err := chain.CloseAll(ctx, struct{}{}); err == nil {
+		t.Fatal("CloseAll of something that is not a chain")
+	}
+}

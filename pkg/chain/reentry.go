@@ -3,6 +3,7 @@ package chain
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
 	"google.golang.org/grpc"
@@ -109,4 +110,26 @@ func (h Handle) CloseIf(ctx context.Context, cond func(ctx context.Context) bool
 		conn = e.last.GetConnection().Clone()
 	}
 	return true, e.owner.reClose(ctx, e, conn, e.opts)
+}
+
+// CloseAll closes every connection the chain holds, each from the start of
+// the chain as a Close would (a server stopping gracefully). It returns how
+// many it closed and the first error of their Closes.
+func CloseAll(ctx context.Context, c any) (int, error) {
+	h, ok := c.(interface{ handles() []Handle })
+	if !ok {
+		return 0, fmt.Errorf("chain: CloseAll of %T, which chain.NewServer or chain.NewClient did not make", c)
+	}
+	var first error
+	closed := 0
+	for _, handle := range h.handles() {
+		done, err := handle.CloseIf(ctx, func(context.Context) bool { return true })
+		if done {
+			closed++
+		}
+		if err != nil && first == nil {
+			first = err
+		}
+	}
+	return closed, first
 }

@@ -3,6 +3,7 @@ package connect
 import (
 	"context"
 	"net/url"
+	"sync"
 	"time"
 
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
@@ -21,16 +22,19 @@ import (
 	"github.com/tether-mesh/tether/pkg/sockurl"
 )
 
-// retryUnavailable retries a Request or Close that failed with Unavailable
-// (the far end's transport broke under it, as when a member restarts on the
-// same socket). Both are idempotent: a Request for a known connection ID is
-// a refresh, and a second Close is a no-op.
+// retryUnavailable retries, once and soon, a Request that failed with
+// Unavailable (the far end's transport broke under it, as when a member
+// restarts on the same socket): a Request for a known connection ID is a
+// refresh, idempotent. Once only: a far end that died must not hold up a
+// heal, which goes to another member.
+// A Close is not retried: it is best effort, and a far end that is gone
+// must not hold up the connection's next event.
 const retryUnavailable = `{"methodConfig": [{
-	"name": [{"service": "networkservice.NetworkService"}],
+	"name": [{"service": "networkservice.NetworkService", "method": "Request"}],
 	"retryPolicy": {
-		"maxAttempts": 3,
-		"initialBackoff": "0.02s",
-		"maxBackoff": "0.2s",
+		"maxAttempts": 2,
+		"initialBackoff": "0.005s",
+		"maxBackoff": "0.01s",
 		"backoffMultiplier": 2,
 		"retryableStatusCodes": ["UNAVAILABLE"]
 	}
@@ -58,6 +62,7 @@ var stateKey = chain.NewKey[*connState]("connect")
 type server struct {
 	opts    options
 	clients *refcount.Map[string, *urlClient]
+	leaving sync.WaitGroup // closes at the URLs connections moved away from
 }
 
 // ClientCounter is implemented by the element NewServer returns.
@@ -65,6 +70,14 @@ type ClientCounter interface {
 	// ClientConns returns how many gRPC connections the element holds open,
 	// one per URL in use.
 	ClientConns() int
+}
+
+// HangUpper is implemented by the element NewServer returns.
+type HangUpper interface {
+	// HangUp closes every gRPC connection at once, without closing the
+	// connections that use them at the far end (a process dying does the
+	// same). Later Requests dial again.
+	HangUp()
 }
 
 // NewServer returns the connect element.
@@ -85,6 +98,12 @@ func NewServer(opts ...Option) chain.ServerElement {
 
 func (s *server) ClientConns() int {
 	return s.clients.Len()
+}
+
+func (s *server) HangUp() {
+	for _, key := range s.clients.Keys() {
+		s.clients.Force(key)
+	}
 }
 
 // dial makes the shared client of one URL. grpc.NewClient does not connect:
@@ -125,7 +144,8 @@ func (s *server) hangUp(_ string, c *urlClient) {
 }
 
 // ready waits until the shared connection is up, for at most the dial
-// timeout.
+// timeout. A far end that refuses the connection fails the Request at once
+// rather than at the timeout: heal moves on to another member sooner.
 func (s *server) ready(ctx context.Context, c *urlClient) error {
 	state := c.cc.GetState()
 	if state == connectivity.Ready {
@@ -134,13 +154,17 @@ func (s *server) ready(ctx context.Context, c *urlClient) error {
 	waitCtx, cancel := context.WithTimeout(ctx, s.opts.dialTimeout)
 	defer cancel()
 	c.cc.Connect()
+	tried := false // a state change was seen since Connect: an attempt ran
 	for ; state != connectivity.Ready; state = c.cc.GetState() {
 		switch state {
 		case connectivity.Shutdown:
 			return status.Errorf(codes.Unavailable, "connect %s: connection closed", c.url)
 		case connectivity.TransientFailure:
-			c.cc.ResetConnectBackoff() // the far end may be back: try now
+			if tried {
+				return status.Errorf(codes.Unavailable, "connect %s: the next hop refused the connection", c.url)
+			}
 		}
+		tried = true
 		if !c.cc.WaitForStateChange(waitCtx, state) {
 			if err := ctx.Err(); err != nil {
 				return status.FromContextError(err).Err()
@@ -161,11 +185,22 @@ func (s *server) Request(ctx context.Context, req *networkservice.NetworkService
 	old, _ := stateKey.Load(ctx)
 	st, fresh := old, false
 	if old == nil || old.client().url != key || !old.ref.Alive() {
-		ref, err := s.clients.Acquire(key)
-		if err != nil {
+		var err error
+		if st, err = s.acquire(key); err != nil {
 			return nil, err
 		}
-		st, fresh = &connState{ref: ref, cancel: ref.Force}, true
+		fresh = true
+	}
+	if st.client().cc.GetState() == connectivity.TransientFailure {
+		// The shared connection failed and gRPC keeps it failing while it
+		// retries in the background: start over with a fresh one, whose
+		// first attempt tells at once whether the far end is there.
+		st.ref.Force()
+		var err error
+		if st, err = s.acquire(key); err != nil {
+			return nil, err
+		}
+		fresh = true
 	}
 	if err := s.ready(ctx, st.client()); err != nil {
 		if fresh {
@@ -184,13 +219,18 @@ func (s *server) Request(ctx context.Context, req *networkservice.NetworkService
 	if fresh {
 		stateKey.Store(ctx, st)
 		if old != nil { // make before break: the new client connection is up
-			if oldConn != nil {
-				s.closeClient(ctx, old, oldConn)
-			}
-			old.ref.Release()
+			s.leave(ctx, old, oldConn)
 		}
 	}
 	return conn, nil
+}
+
+func (s *server) acquire(key string) (*connState, error) {
+	ref, err := s.clients.Acquire(key)
+	if err != nil {
+		return nil, err
+	}
+	return &connState{ref: ref, cancel: ref.Force}, nil
 }
 
 // request sends req through st's client, then on down the server chain.
@@ -216,13 +256,29 @@ func (s *server) request(ctx context.Context, req *networkservice.NetworkService
 	return resp, nil
 }
 
+// leave closes the connection at the URL it moved away from, off the
+// Request's path: the far end is often gone (the connection moved because
+// its member failed), and the Request must not wait for it.
+func (s *server) leave(ctx context.Context, old *connState, conn *networkservice.Connection) {
+	if conn == nil {
+		old.ref.Release()
+		return
+	}
+	s.leaving.Add(1)
+	go func() {
+		defer s.leaving.Done()
+		s.closeClient(context.WithoutCancel(ctx), old, conn)
+		old.ref.Release()
+	}()
+}
+
 // closeClient closes conn through st's client, best effort: the connection
 // is gone here whatever the far end says.
 func (s *server) closeClient(ctx context.Context, st *connState, conn *networkservice.Connection) {
-	if !st.ref.Alive() {
-		return
-	}
 	c := st.client()
+	if !st.ref.Alive() || c.cc.GetState() == connectivity.TransientFailure {
+		return // the far end is gone: it has nothing to close
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.opts.dialTimeout)
 	defer cancel()
 	if _, err := c.client.Close(withCancel(ctx, st.cancel), conn, s.opts.callOptions...); err != nil {

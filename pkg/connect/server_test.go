@@ -343,12 +343,14 @@ func TestMoveToAnotherURL(t *testing.T) {
 	if conn, err = f.srv.Request(ctx, &networkservice.NetworkServiceRequest{Connection: conn}); err != nil {
 		t.Fatal(err)
 	}
+	// The old URL hears its Close off the Request's path; its connection
+	// goes once that is done.
+	a.lis.waitOpen(t, 0)
 	aOpen, _, aCloses := a.ledger.counts()
 	bOpen, _, _ := b.ledger.counts()
 	if aOpen != 0 || aCloses != 1 || bOpen != 1 || f.clientConns() != 1 {
 		t.Fatalf("after the move: a open %d closed %d, b open %d, %d client connections", aOpen, aCloses, bOpen, f.clientConns())
 	}
-	a.lis.waitOpen(t, 0)
 	if _, err := f.srv.Close(ctx, conn); err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package monitor
 
 import (
 	"context"
+	"strings"
 	"sync"
 
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
@@ -67,7 +68,7 @@ func (s *server) Request(ctx context.Context, req *networkservice.NetworkService
 	if err != nil {
 		return nil, err
 	}
-	snapshot := resp.Clone()
+	snapshot := redact(resp.Clone())
 	if old, ok := idKey.Load(ctx); ok && old != snapshot.GetId() {
 		s.publish(networkservice.ConnectionEventType_DELETE, old, nil)
 	}
@@ -117,6 +118,23 @@ func (s *server) publish(typ networkservice.ConnectionEventType, id string, conn
 			delete(s.subs, sub)
 		}
 	}
+}
+
+// redact hides the secrets a connection's mechanism carries (the channel
+// secret of pkg/rdma, tokens): a subscriber learns that the connection
+// changed, and its owner gets the new parameters by refreshing it.
+func redact(conn *networkservice.Connection) *networkservice.Connection {
+	for k := range conn.GetMechanism().GetParameters() {
+		if secretKey(k) {
+			conn.GetMechanism().GetParameters()[k] = "<redacted>"
+		}
+	}
+	return conn
+}
+
+func secretKey(k string) bool {
+	k = strings.ToLower(k)
+	return strings.Contains(k, "secret") || strings.Contains(k, "token") || strings.Contains(k, "password")
 }
 
 func (s *server) Subscribers() int {

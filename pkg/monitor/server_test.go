@@ -144,7 +144,7 @@ func TestUpdatesCarryTheNewState(t *testing.T) {
 	}
 	recv(t, stream)
 	req := request("a")
-	req.Connection.Mechanism = &networkservice.Mechanism{Type: "RDMA", Parameters: map[string]string{"member": "m2"}}
+	req.Connection.Mechanism = &networkservice.Mechanism{Type: "RDMA", Parameters: map[string]string{"member": "m2", "secret": "s3cr3t"}}
 	if _, err := srv.Request(ctx, req); err != nil {
 		t.Fatal(err)
 	}
@@ -153,6 +153,9 @@ func TestUpdatesCarryTheNewState(t *testing.T) {
 		t.Fatal(err)
 	}
 	for id, conn := range ev.GetConnections() {
+		if conn.GetMechanism().GetParameters()["secret"] != "<redacted>" {
+			t.Fatalf("a monitor event carries the secret: %v", conn.GetMechanism())
+		}
 		if conn.GetMechanism().GetParameters()["member"] != "m2" || id != conn.GetId() || conn.GetPath().GetIndex() != 1 {
 			t.Fatalf("update %s carries %v", id, conn)
 		}

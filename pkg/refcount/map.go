@@ -134,6 +134,17 @@ func (m *Map[K, V]) Len() int {
 	return len(m.entries)
 }
 
+// Keys returns the keys that have a value.
+func (m *Map[K, V]) Keys() []K {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	keys := make([]K, 0, len(m.entries))
+	for k := range m.entries {
+		keys = append(keys, k)
+	}
+	return keys
+}
+
 // Count returns the number of references to key's current value.
 func (m *Map[K, V]) Count(key K) int {
 	m.mu.Lock()

@@ -17,6 +17,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// ErrInUse is wrapped by Listen's error when another process serves on the
+// unix socket, and ErrNotSocket when a file that is not a socket is in the
+// way.
+var (
+	ErrInUse     = errors.New("another process serves there")
+	ErrNotSocket = errors.New("a file that is not a socket is in the way")
+)
+
 // DefaultMode is the mode of the unix sockets tether creates: only their
 // owner may connect.
 const DefaultMode os.FileMode = 0o600
@@ -83,10 +91,10 @@ func Listen(ctx context.Context, raw string, mode os.FileMode) (net.Listener, er
 	var d net.Dialer
 	if c, dialErr := d.DialContext(ctx, "unix", address); dialErr == nil {
 		_ = c.Close()
-		return nil, fmt.Errorf("listen %s: another process serves there: %w", raw, err)
+		return nil, fmt.Errorf("listen %s: %w", raw, ErrInUse)
 	}
 	if fi, statErr := os.Lstat(address); statErr != nil || fi.Mode()&os.ModeSocket == 0 {
-		return nil, err
+		return nil, fmt.Errorf("listen %s: %w", raw, ErrNotSocket)
 	}
 	if err := os.Remove(address); err != nil {
 		return nil, err

@@ -2,6 +2,7 @@ package sockurl_test
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/url"
 	"os"
@@ -69,8 +70,8 @@ func TestListenUnix(t *testing.T) {
 			t.Fatalf("socket mode %v, want %v", fi.Mode(), tt.want)
 		}
 		// A second listener on a live socket is refused.
-		if _, err := sockurl.Listen(ctx, "unix://"+path, 0); err == nil {
-			t.Fatal("listened twice on a live socket")
+		if _, err := sockurl.Listen(ctx, "unix://"+path, 0); !errors.Is(err, sockurl.ErrInUse) {
+			t.Fatalf("listened twice on a live socket: %v", err)
 		}
 		c, err := net.Dial("unix", path)
 		if err != nil {
@@ -109,8 +110,8 @@ func TestListenReplacesADeadSocket(t *testing.T) {
 	if err := os.WriteFile(path, []byte("data"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := sockurl.Listen(context.Background(), "unix://"+path, 0); err == nil {
-		t.Fatal("a regular file was replaced by a socket")
+	if _, err := sockurl.Listen(context.Background(), "unix://"+path, 0); !errors.Is(err, sockurl.ErrNotSocket) {
+		t.Fatalf("a regular file was replaced by a socket: %v", err)
 	}
 }
 

@@ -45,6 +45,7 @@ type options struct {
 	reselectWorkers int
 	retryMin        time.Duration
 	retryMax        time.Duration
+	warmup          time.Duration
 }
 
 // Option configures NewServer.
@@ -86,4 +87,19 @@ func WithWatchRetry(minDelay, maxDelay time.Duration) Option {
 			o.retryMax = maxDelay
 		}
 	}
+}
+
+// DefaultWarmup is how long after it starts the element waits for the
+// members that connections it does not know yet name (see WithWarmup).
+const DefaultWarmup = 3 * time.Second
+
+// WithWarmup sets how long after the element starts it refuses, with
+// codes.Unavailable, to move a connection it does not know yet (a refresh
+// reaching a forwarder that restarted) whose member is not in the view:
+// that member is probably still joining the restarted forwarder, and the
+// connection's channel to it still works. After the warm-up such a
+// connection is routed anew as usual; a request with no member (a heal's
+// reselect) never waits. Zero turns the warm-up off. Default DefaultWarmup.
+func WithWarmup(d time.Duration) Option {
+	return func(o *options) { o.warmup = d }
 }

@@ -37,9 +37,10 @@ type state struct {
 var stateKey = chain.NewKey[*state]("viewrefresh")
 
 type server struct {
-	ctx  context.Context
-	p    view.Provider
-	opts options
+	ctx     context.Context
+	p       view.Provider
+	opts    options
+	started time.Time
 
 	mu     sync.Mutex
 	groups map[string]*group
@@ -86,11 +87,12 @@ func NewServer(ctx context.Context, p view.Provider, opts ...Option) chain.Serve
 		reselectWorkers: 16,
 		retryMin:        50 * time.Millisecond,
 		retryMax:        2 * time.Second,
+		warmup:          DefaultWarmup,
 	}
 	for _, opt := range opts {
 		opt(&o)
 	}
-	return &server{ctx: ctx, p: p, opts: o, groups: map[string]*group{}}
+	return &server{ctx: ctx, p: p, opts: o, started: time.Now(), groups: map[string]*group{}}
 }
 
 // route is where a request goes: the member of rank in snap, of group g.
@@ -170,6 +172,12 @@ func (s *server) route(ctx context.Context, conn *networkservice.Connection) (r 
 			return r, err
 		}
 		ok = matches(sel, r.snap.v.Members[rank].Labels)
+	}
+	if !ok && !r.established && conn.GetNetworkServiceEndpointName() != "" {
+		if since := time.Since(s.started); since < s.opts.warmup {
+			s.undo(r.g, r.acquired)
+			return r, status.Errorf(codes.Unavailable, "member %q of group %q is not in the view yet: this forwarder started %v ago and members are still joining; try again", conn.GetNetworkServiceEndpointName(), name, since.Round(time.Millisecond))
+		}
 	}
 	if !ok {
 		if rank, err = s.choose(r.g, r.snap, conn, sel); err != nil {

@@ -182,6 +182,8 @@ func newFixture(t *testing.T, members []string, opts ...viewrefresh.Option) *fix
 		cancel()
 		_ = p.Close()
 	})
+	// No warm-up unless a test asks for one (TestWarmup).
+	opts = append([]viewrefresh.Option{viewrefresh.WithWarmup(0)}, opts...)
 	f.srv = chain.NewServer(viewrefresh.NewServer(ctx, f.sync, opts...), chain.Tail(f.tail))
 	for _, id := range members {
 		f.join(t, id, nil)
@@ -576,5 +578,30 @@ func TestRequestPathDoesNotCallTheProvider(t *testing.T) {
 		if _, err := srv.Close(ctx, conn); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+func TestWarmup(t *testing.T) {
+	f := newFixture(t, []string{"m1", "m2"}, viewrefresh.WithWarmup(time.Hour))
+	ctx := context.Background()
+	// A connection this forwarder does not know, naming a member that is
+	// not in the view: probably still joining after a restart. It waits.
+	req := request("from-before", nil)
+	req.Connection.NetworkServiceEndpointName = "m3"
+	if _, err := f.srv.Request(ctx, req); status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "not in the view yet") {
+		t.Fatalf("got %v, want Unavailable while warming up", err)
+	}
+	if n := f.srv.(chain.ConnectionCounter).Connections(); n != 0 {
+		t.Fatalf("a refused request left %d connections", n)
+	}
+	// A member that is in the view is used at once, and a reselect (no
+	// member) never waits.
+	req = request("pinned", nil)
+	req.Connection.NetworkServiceEndpointName = "m2"
+	if got := f.request(t, req).GetNetworkServiceEndpointName(); got != "m2" {
+		t.Fatalf("pinned to m2, went to %s", got)
+	}
+	if got := f.request(t, request("reselect", nil)).GetNetworkServiceEndpointName(); got == "" {
+		t.Fatal("a reselect was not routed")
 	}
 }

@@ -1,0 +1,190 @@
+// Command tether-echo-member is an example group member: it joins a group
+// and answers every call with the call's payload. Its settings come from
+// flags or from the TETHER_ environment variables named in -help.
+//
+//	tether-echo-member -group echo -id echo-1 \
+//	    -forwarder-url unix:///var/lib/tether/forwarder.sock \
+//	    -listen-url unix:///var/lib/tether/echo-1.sock
+//
+// With -trace it prints one line per message on standard output
+// ("call <conn> <retry> <payload>"), which tests use to check that every
+// retry is marked.
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/sirupsen/logrus"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/tether-mesh/tether/pkg/call"
+	"github.com/tether-mesh/tether/pkg/member"
+	"github.com/tether-mesh/tether/pkg/metrics"
+	"github.com/tether-mesh/tether/pkg/rdma/shm"
+	"github.com/tether-mesh/tether/pkg/rdma/tcp"
+	"github.com/tether-mesh/tether/pkg/view"
+	"github.com/tether-mesh/tether/pkg/view/etcd"
+	"github.com/tether-mesh/tether/pkg/view/membership"
+)
+
+// setting is a flag whose default comes from a TETHER_ environment variable.
+func setting(name, env, def, usage string) *string {
+	if v, ok := os.LookupEnv(env); ok {
+		def = v
+	}
+	return flag.String(name, def, fmt.Sprintf("%s (env %s)", usage, env))
+}
+
+func main() {
+	host, _ := os.Hostname()
+	group := setting("group", "TETHER_GROUP", "", "group to join (required)")
+	id := setting("id", "TETHER_MEMBER_ID", host, "member ID")
+	provider := setting("view-provider", "TETHER_VIEW_PROVIDER", "embedded", "embedded (join through the forwarder) or etcd")
+	forwarder := setting("forwarder-url", "TETHER_FORWARDER_URL", "unix:///var/lib/tether/forwarder.sock", "forwarder's membership service")
+	etcdEndpoints := setting("etcd-endpoints", "TETHER_ETCD_ENDPOINTS", "", "etcd endpoints, comma-separated")
+	listen := setting("listen-url", "TETHER_LISTEN_URL", "", "the member's endpoint: unix:///path or tcp://host:port (required)")
+	advertise := setting("advertise-url", "TETHER_ADVERTISE_URL", "", "the URL of the endpoint published in the views, when not the listen URL")
+	channels := setting("channel-providers", "TETHER_CHANNEL_PROVIDERS", "shm,tcp", "channel providers, in order of preference")
+	tcpAddr := setting("tcp-channel-addr", "TETHER_TCP_CHANNEL_ADDR", "127.0.0.1:0", "address of the tcp channel listener")
+	tcpAdvertise := setting("tcp-channel-advertise", "TETHER_TCP_CHANNEL_ADVERTISE", "", "address of the tcp channel published to clients, when not the listener's")
+	shmDir := setting("shm-dir", "TETHER_SHM_DIR", "", "directory of the shm channel socket (default: a private temporary one)")
+	logLevel := setting("log-level", "TETHER_LOG_LEVEL", "info", "log level")
+	metricsAddr := setting("metrics-addr", "TETHER_METRICS_ADDR", "", "HTTP address of /metrics (channel messages and bytes); empty: none")
+	trace := flag.Bool("trace", false, "print one line per message on standard output")
+	flag.Parse()
+
+	log := logrus.New()
+	log.SetOutput(os.Stderr)
+	if lvl, err := logrus.ParseLevel(*logLevel); err == nil {
+		log.SetLevel(lvl)
+	}
+	if err := run(log, config{
+		group: *group, id: *id, provider: *provider, forwarder: *forwarder, etcd: *etcdEndpoints,
+		metrics: *metricsAddr, listen: *listen, advertise: *advertise, channels: *channels, tcpAddr: *tcpAddr, tcpAdvertise: *tcpAdvertise, shmDir: *shmDir, trace: *trace,
+	}); err != nil {
+		fmt.Fprintln(os.Stderr, "tether-echo-member:", err)
+		os.Exit(1)
+	}
+}
+
+type config struct {
+	group, id, provider, forwarder, etcd, metrics, listen, advertise, channels, tcpAddr, tcpAdvertise, shmDir string
+	trace                                                                                                     bool
+}
+
+func run(log *logrus.Logger, cfg config) error {
+	if cfg.group == "" || cfg.listen == "" {
+		return errors.New("-group and -listen-url are required")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	views, closeViews, err := openViews(cfg)
+	if err != nil {
+		return err
+	}
+	defer closeViews()
+
+	var chs []member.Channel
+	for _, name := range strings.Split(cfg.channels, ",") {
+		switch strings.TrimSpace(name) {
+		case "shm":
+			addr := ""
+			if cfg.shmDir != "" {
+				addr = cfg.shmDir + "/" + cfg.id + ".shm.sock"
+			}
+			chs = append(chs, member.Channel{Provider: shm.New(), Addr: addr})
+		case "tcp":
+			chs = append(chs, member.Channel{Provider: tcp.New(), Addr: cfg.tcpAddr, Advertise: cfg.tcpAdvertise})
+		case "":
+		default:
+			return fmt.Errorf("-channel-providers: unknown provider %q (shm, tcp)", name)
+		}
+	}
+
+	out := bufio.NewWriter(os.Stdout)
+	var outMu sync.Mutex
+	handler := func(_ context.Context, req *call.Request) ([]byte, error) {
+		if cfg.trace {
+			outMu.Lock()
+			fmt.Fprintf(out, "call %s %v %s\n", req.ConnID, req.Retry, req.Payload)
+			_ = out.Flush()
+			outMu.Unlock()
+		}
+		return req.Payload, nil
+	}
+	channelMetrics, stopMetrics, err := serveMetrics(cfg.metrics)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
+	joinCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	m, err := member.Start(joinCtx, member.Config{
+		Group: cfg.group, ID: cfg.id, Views: views, ListenURL: cfg.listen, AdvertiseURL: cfg.advertise,
+		Channels: chs, Handler: handler, Log: logrus.NewEntry(log), Metrics: channelMetrics,
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "ready %s\n", m.URL())
+	<-ctx.Done()
+	stopCtx, cancelStop := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancelStop()
+	return m.Stop(stopCtx)
+}
+
+func openViews(cfg config) (view.Provider, func(), error) {
+	switch cfg.provider {
+	case "embedded":
+		c, err := membership.Dial(cfg.forwarder)
+		if err != nil {
+			return nil, nil, fmt.Errorf("-forwarder-url: %w", err)
+		}
+		return c, func() { _ = c.Close() }, nil
+	case "etcd":
+		if cfg.etcd == "" {
+			return nil, nil, errors.New("-etcd-endpoints is required with -view-provider etcd")
+		}
+		cli, err := clientv3.New(clientv3.Config{Endpoints: strings.Split(cfg.etcd, ","), DialTimeout: 5 * time.Second})
+		if err != nil {
+			return nil, nil, fmt.Errorf("-etcd-endpoints: %w", err)
+		}
+		return etcd.New(cli), func() { _ = cli.Close() }, nil
+	}
+	return nil, nil, fmt.Errorf("-view-provider: %q is neither embedded nor etcd", cfg.provider)
+}
+
+// serveMetrics serves the channel metrics on addr ("" serves nothing).
+func serveMetrics(addr string) (*metrics.Channels, func(), error) {
+	if addr == "" {
+		return nil, func() {}, nil
+	}
+	reg := prometheus.NewRegistry()
+	ch := metrics.NewChannels()
+	reg.MustRegister(ch)
+	var lc net.ListenConfig
+	lis, err := lc.Listen(context.Background(), "tcp", addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("-metrics-addr: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(lis) }()
+	return ch, func() { _ = srv.Close() }, nil
+}
