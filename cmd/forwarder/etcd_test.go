@@ -3,56 +3,27 @@ package main
 import (
 	"context"
 	"io"
-	"net/url"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/sirupsen/logrus"
-	"go.etcd.io/etcd/server/v3/embed"
-	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/tether-mesh/tether/internal/etcdtest"
 	"github.com/tether-mesh/tether/pkg/client"
 	"github.com/tether-mesh/tether/pkg/sandbox"
 )
 
-// startEtcd starts a one-node etcd in the test's process on loopback ports
-// the kernel picks. stop halts its server at once: connections stay open
-// and requests get no answer (closing it would wait for its clients'
-// streams); it is closed at the end of the test.
+// startEtcd starts a one-node etcd; stop halts it at once (see
+// etcdtest.Server.HardStop).
 func startEtcd(t *testing.T) (endpoint string, stop func()) {
 	t.Helper()
-	cfg := embed.NewConfig()
-	cfg.Name = "test"
-	cfg.Dir = t.TempDir()
-	cfg.LogLevel = "error"
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-	cfg.TickMs = 10
-	cfg.ElectionMs = 50
-	cfg.UnsafeNoFsync = true
-	local := func(port string) []url.URL { return []url.URL{{Scheme: "http", Host: "127.0.0.1:" + port}} }
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = local("0"), local("0")
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = local("0"), local("0")
-	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	e, err := embed.StartEtcd(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Close)
-	var once sync.Once
-	stop = func() { once.Do(e.Server.HardStop) }
-	select {
-	case <-e.Server.ReadyNotify():
-	case <-time.After(timeout):
-		t.Fatal("etcd did not start")
-	}
-	return "http://" + e.Clients[0].Addr().String(), stop
+	s := etcdtest.Start(t)
+	return s.URL, s.HardStop
 }
 
 // TestEtcdViews: with views in etcd, members register there directly and

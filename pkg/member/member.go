@@ -188,6 +188,13 @@ func (cfg Config) check() error {
 	case len(cfg.Channels) == 0:
 		return errors.New("member: at least one channel provider is required")
 	}
+	seen := map[string]bool{}
+	for _, c := range cfg.Channels {
+		if seen[c.Provider.Name()] {
+			return fmt.Errorf("member: channel provider %s is given twice", c.Provider.Name())
+		}
+		seen[c.Provider.Name()] = true
+	}
 	return nil
 }
 

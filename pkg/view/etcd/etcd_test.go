@@ -4,17 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/url"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/sirupsen/logrus"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
 
+	"github.com/tether-mesh/tether/internal/etcdtest"
 	"github.com/tether-mesh/tether/pkg/view"
 	"github.com/tether-mesh/tether/pkg/view/conformance"
 	"github.com/tether-mesh/tether/pkg/view/etcd"
@@ -28,34 +27,10 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// startEtcd starts a one-node etcd on loopback ports the kernel picks, with
-// its data in tb's temporary directory and fast elections, and stops it when
-// tb ends. It returns the client URL.
+// startEtcd starts a one-node etcd for tb and returns its client URL.
 func startEtcd(tb testing.TB) string {
 	tb.Helper()
-	cfg := embed.NewConfig()
-	cfg.Name = "test"
-	cfg.Dir = tb.TempDir()
-	cfg.LogLevel = "error"
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-	cfg.TickMs = 10
-	cfg.ElectionMs = 50
-	cfg.UnsafeNoFsync = true
-	local := func(port string) []url.URL { return []url.URL{{Scheme: "http", Host: "127.0.0.1:" + port}} }
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = local("0"), local("0")
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = local("0"), local("0")
-	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	e, err := embed.StartEtcd(cfg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(e.Close)
-	select {
-	case <-e.Server.ReadyNotify():
-	case <-time.After(30 * time.Second):
-		tb.Fatal("etcd did not start")
-	}
-	return "http://" + e.Clients[0].Addr().String()
+	return etcdtest.Start(tb).URL
 }
 
 func newClient(tb testing.TB, endpoint string) *clientv3.Client {
