@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -168,6 +169,55 @@ func TestCallsAndSends(t *testing.T) {
 	if _, err := c.Call(ctx, make([]byte, call.MaxHeaderSize+1), nil); err == nil {
 		t.Fatal("an oversized header was accepted")
 	}
+}
+
+// TestEchoedPayloadsStayIntact: a handler that answers with the request's
+// own payload, while many calls are in flight, gets every answer right.
+func TestEchoedPayloadsStayIntact(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	l, err := inproc.New().Listen(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	secret := rdma.NewSecret()
+	ep, err := l.Expect("c1", secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		srv, err := ep.Accept(ctx)
+		if err != nil {
+			return
+		}
+		_ = call.Serve(ctx, srv, func(_ context.Context, req *call.Request) ([]byte, error) { return req.Payload, nil }, quiet)
+	}()
+	ch, err := inproc.New().Dial(ctx, l.Addr(), "c1", secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := call.NewCaller(quiet)
+	c.Bind(ch, nil)
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for i := range 200 {
+				p := fmt.Sprintf("%d-%d-%s", w, i, strings.Repeat("x", i%50))
+				if reply, err := c.Call(ctx, nil, []byte(p)); err != nil || string(reply) != p {
+					t.Errorf("call %s answered %q %v", p, reply, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	c.Close()
+	_ = ch.Close()
+	_ = ep.Close()
+	<-served
 }
 
 func TestConcurrentCalls(t *testing.T) {

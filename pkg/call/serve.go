@@ -66,6 +66,11 @@ func Serve(ctx context.Context, ch rdma.Channel, h Handler, log *logrus.Entry) e
 		if _, err := ch.Send(ctx, &out); err != nil {
 			return err
 		}
+		// The answer may be the request's own payload (an echo), which the
+		// channel may read from until the peer takes it: the next Recv must
+		// not write over it.
+		in.Payload = reply
+		in.Detach()
 	}
 }
 
