@@ -72,8 +72,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 				log.SetLevel(logrus.DebugLevel)
 				log.WithField("signal", "SIGUSR1").Info("log level raised to debug: the chain logs what each element changes")
 			case syscall.SIGUSR2:
-				log.WithFields(logrus.Fields{"signal": "SIGUSR2", "level": cfg.LogLevel.String()}).Info("log level restored")
+				// Restore first, then say so: a line logged after this one
+				// is logged at the restored level.
 				log.SetLevel(logrus.Level(cfg.LogLevel))
+				log.WithFields(logrus.Fields{"signal": "SIGUSR2", "level": cfg.LogLevel.String()}).Info("log level restored")
 			default:
 				return d.stop(ctx, unixSignalName(sig))
 			}

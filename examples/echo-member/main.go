@@ -22,7 +22,6 @@ import (
 	"os"
 	"os/signal"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -116,14 +115,11 @@ func run(log *logrus.Logger, cfg config) error {
 		}
 	}
 
-	out := bufio.NewWriter(os.Stdout)
-	var outMu sync.Mutex
+	traces, stopTraces := tracer(cfg.trace)
+	defer stopTraces()
 	handler := func(_ context.Context, req *call.Request) ([]byte, error) {
-		if cfg.trace {
-			outMu.Lock()
-			fmt.Fprintf(out, "call %s %v %s\n", req.ConnID, req.Retry, req.Payload)
-			_ = out.Flush()
-			outMu.Unlock()
+		if traces != nil {
+			traces <- fmt.Sprintf("call %s %v %s\n", req.ConnID, req.Retry, req.Payload)
 		}
 		return req.Payload, nil
 	}
@@ -187,4 +183,40 @@ func serveMetrics(addr string) (*metrics.Channels, func(), error) {
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(lis) }()
 	return ch, func() { _ = srv.Close() }, nil
+}
+
+// tracer returns the queue of trace lines (nil when off) and its stop. A
+// goroutine writes them to standard output, flushing when the queue is
+// empty: a reader that falls behind for a moment does not hold up calls.
+// The queue is never closed: a handler still running at the end cannot
+// send on a closed channel.
+func tracer(on bool) (chan<- string, func()) {
+	if !on {
+		return nil, func() {}
+	}
+	lines := make(chan string, 1<<16)
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		out := bufio.NewWriterSize(os.Stdout, 256<<10)
+		defer out.Flush() //nolint:errcheck // nobody to tell
+		for {
+			select {
+			case line := <-lines:
+				_, _ = out.WriteString(line)
+				if len(lines) == 0 {
+					_ = out.Flush()
+				}
+			case <-stop:
+				for len(lines) > 0 {
+					_, _ = out.WriteString(<-lines)
+				}
+				return
+			}
+		}
+	}()
+	return lines, func() {
+		close(stop)
+		<-done
+	}
 }

@@ -98,7 +98,8 @@ type Member struct {
 
 	mu      sync.Mutex
 	traces  []Trace
-	traced  chan struct{} // closed and replaced at every trace
+	traced  chan struct{} // closed and replaced at every trace while waiters wait
+	waiters int
 	running bool
 	proc    *exec.Cmd
 	exited  chan struct{}
@@ -327,7 +328,8 @@ func (m *Member) startProcess() error {
 }
 
 func (m *Member) readTraces(r io.Reader) {
-	sc := bufio.NewScanner(r)
+	// A large buffer: the member's calls wait when its output does.
+	sc := bufio.NewScanner(bufio.NewReaderSize(r, 1<<20))
 	for sc.Scan() {
 		f := strings.SplitN(sc.Text(), " ", 4)
 		if len(f) < 3 || f[0] != "call" {
@@ -369,8 +371,10 @@ func (m *Member) record(tr Trace) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.traces = append(m.traces, tr)
-	close(m.traced)
-	m.traced = make(chan struct{})
+	if m.waiters > 0 {
+		close(m.traced)
+		m.traced = make(chan struct{})
+	}
 }
 
 func (m *Member) startInProcess() error {
@@ -500,6 +504,14 @@ func (m *Member) WaitTrace(cond func([]Trace) bool) []Trace {
 	m.s.t.Helper()
 	ctx, cancel := context.WithTimeout(m.s.ctx, m.s.timeout)
 	defer cancel()
+	m.mu.Lock()
+	m.waiters++
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		m.waiters--
+		m.mu.Unlock()
+	}()
 	for {
 		m.mu.Lock()
 		traces, traced := slices.Clone(m.traces), m.traced
