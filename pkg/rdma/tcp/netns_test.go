@@ -70,38 +70,42 @@ func newNetnsPair(t *testing.T) *netnsPair {
 }
 
 // inNetns runs fn on an OS thread that entered network namespace name;
-// sockets fn creates belong to that namespace for their whole life.
+// sockets fn creates belong to that namespace for their whole life. The
+// namespace descriptors are closed before it returns, so that a leak check
+// right after does not see them.
 func inNetns(name string, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		target, err := os.Open("/var/run/netns/" + name)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		err = fn()
-		// A thread that cannot go back stays locked and ends with the goroutine.
-		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- err
+		errc <- enterAndRun(name, fn)
 	}()
 	return <-errc
+}
+
+// enterAndRun enters name on the locked thread, runs fn, and goes back; a
+// thread that cannot go back stays locked and ends with its goroutine.
+func enterAndRun(name string, fn func() error) error {
+	orig, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		runtime.UnlockOSThread()
+		return err
+	}
+	defer orig.Close()
+	target, err := os.Open("/var/run/netns/" + name)
+	if err != nil {
+		runtime.UnlockOSThread()
+		return err
+	}
+	defer target.Close()
+	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+		runtime.UnlockOSThread()
+		return err
+	}
+	err = fn()
+	if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
+		runtime.UnlockOSThread()
+	}
+	return err
 }
 
 // TestConformanceNetns runs the suite across two network namespaces joined
