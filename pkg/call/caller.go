@@ -13,10 +13,19 @@ import (
 // ErrClosed is returned by a Caller's calls after Close.
 var ErrClosed = errors.New("call: caller closed")
 
-// pending is a call waiting for its answer. All fields but msg and hdr are
-// guarded by Caller.mu.
+// maxSpare bounds how many finished pendings a Caller keeps for reuse.
+const maxSpare = 16
+
+// pending is a call waiting for its answer. Call fills msg before it
+// registers the call and nothing writes it afterwards (sendAgain copies it
+// while the call may be sending it too); out is the calling goroutine's own.
+// The other fields are guarded by Caller.mu.
 type pending struct {
-	msg rdma.Message // header and a copy of the payload (one buffer), kept for sending again; never written after Call made it
+	id  uint64       // the correlation ID
+	msg rdma.Message // header and a copy of the payload (one buffer), kept for sending again
+	// out is what the calling goroutine hands to Send, which writes into
+	// it; being a field, it does not make every send allocate.
+	out rdma.Message
 	// sentOn is the channel that carries the call; nil when the next
 	// channel must take it.
 	sentOn   rdma.Channel
@@ -24,9 +33,115 @@ type pending struct {
 	answered bool
 	reply    []byte
 	err      error
-	// wake is made when the call waits for another goroutine to read its
-	// answer, and closed when the answer is there.
-	wake chan struct{}
+	// resent is set when Bind handed the call to sendAgain, which may still
+	// refer to it after the call returned: such a pending is not reused.
+	resent bool
+	// wake takes a token (it has room for one) when the answer arrives or
+	// when the call, following, should look whether it can read; the call
+	// then looks at the state again, so a token it does not need only
+	// costs a look. signalled says a token may be left there.
+	wake      chan struct{}
+	signalled bool
+	// following is set while the call waits in Caller.followers, linked
+	// by prev and next.
+	following  bool
+	prev, next *pending
+}
+
+// signal gives p a token on wake, unless one waits there already.
+func (p *pending) signal() {
+	p.signalled = true
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// calls holds the pending calls by ID: in a small table indexed by the ID,
+// where each of a run of calls finds a place while the calls before it
+// finish, and in a map for the others. A plain map costs more than the rest
+// of a call's bookkeeping (it draws a new hash seed whenever it empties).
+type calls struct {
+	slots [16]*pending
+	more  map[uint64]*pending // made when first needed
+	n     int
+}
+
+func (t *calls) slot(id uint64) **pending { return &t.slots[id%uint64(len(t.slots))] }
+
+func (t *calls) add(p *pending) {
+	if s := t.slot(p.id); *s == nil {
+		*s = p
+	} else {
+		if t.more == nil {
+			t.more = map[uint64]*pending{}
+		}
+		t.more[p.id] = p
+	}
+	t.n++
+}
+
+// get returns the call with the ID, or nil.
+func (t *calls) get(id uint64) *pending {
+	if p := *t.slot(id); p != nil && p.id == id {
+		return p
+	}
+	return t.more[id]
+}
+
+func (t *calls) remove(p *pending) {
+	if s := t.slot(p.id); *s == p {
+		*s = nil
+	} else {
+		delete(t.more, p.id)
+	}
+	t.n--
+}
+
+// each calls f for every call.
+func (t *calls) each(f func(p *pending)) {
+	for _, p := range t.slots {
+		if p != nil {
+			f(p)
+		}
+	}
+	for _, p := range t.more {
+		f(p)
+	}
+}
+
+// followers is the list of calls that wait for the reader to stop, oldest
+// first, linked through their pendings so that a call joins and leaves it
+// without allocating.
+type followers struct {
+	head, tail *pending
+}
+
+func (l *followers) push(p *pending) {
+	p.following, p.prev, p.next = true, l.tail, nil
+	if l.tail != nil {
+		l.tail.next = p
+	} else {
+		l.head = p
+	}
+	l.tail = p
+}
+
+func (l *followers) remove(p *pending) {
+	if !p.following {
+		return
+	}
+	if p.prev != nil {
+		p.prev.next = p.next
+	} else {
+		l.head = p.next
+	}
+	if p.next != nil {
+		p.next.prev = p.prev
+	} else {
+		l.tail = p.prev
+	}
+	p.following, p.prev, p.next = false, nil, nil
 }
 
 // Caller makes calls and sends one-way messages over a connection's current
@@ -36,7 +151,8 @@ type pending struct {
 // There is no reader goroutine: a waiting call reads the channel itself and
 // hands the answers of other calls to them (leader and followers), so that
 // a lone call costs one send and one receive on its own goroutine, as a bare
-// round trip does.
+// round trip does. When its own answer is there, the reader wakes the
+// oldest follower to read in turn.
 type Caller struct {
 	log *logrus.Entry
 
@@ -45,10 +161,10 @@ type Caller struct {
 	changed   chan struct{} // closed when ch changes or the caller closes
 	closed    bool
 	nextID    uint64
-	pending   map[uint64]*pending
-	reading   bool          // a call reads the channel
-	followers int           // calls waiting for the reader
-	free      chan struct{} // closed when the reader stops reading, if followers wait
+	pending   calls
+	reading   bool       // a call reads the channel
+	followers followers  // calls waiting for the reader to stop
+	spare     []*pending // finished calls' pendings, for the next calls
 
 	in     rdma.Message       // the reader's buffer
 	resend sync.WaitGroup     // goroutines sending calls again after a Bind
@@ -59,7 +175,7 @@ type Caller struct {
 // NewCaller returns a caller without a channel yet.
 func NewCaller(log *logrus.Entry) *Caller {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Caller{log: log, changed: make(chan struct{}), free: make(chan struct{}), pending: map[uint64]*pending{}, ctx: ctx, cancel: cancel}
+	return &Caller{log: log, changed: make(chan struct{}), ctx: ctx, cancel: cancel}
 }
 
 // Bind makes ch the caller's channel; old, if any, is the channel it
@@ -82,16 +198,16 @@ func (c *Caller) Bind(ch, old rdma.Channel) {
 		return
 	}
 	var resend []*pending
-	for id, p := range c.pending {
+	c.pending.each(func(p *pending) {
 		switch {
 		case p.answered:
-		case old != nil && p.sentOn == old && replayed[id]:
+		case old != nil && p.sentOn == old && replayed[p.id]:
 			p.sentOn = ch
 		case p.sentOn != nil: // sent, never answered: again, as a retry
-			p.sentOn = ch
+			p.sentOn, p.resent = ch, true
 			resend = append(resend, p)
 		}
-	}
+	})
 	c.ch = ch
 	close(c.changed)
 	c.changed = make(chan struct{})
@@ -130,141 +246,213 @@ func (c *Caller) Call(ctx context.Context, header, payload []byte) ([]byte, erro
 	if len(header) > MaxHeaderSize {
 		return nil, errors.New("call: header too large")
 	}
-	// One buffer holds the header and the copy of the payload.
-	buf := make([]byte, prefixSize+len(header)+len(payload))
-	p := &pending{}
+	// One buffer holds the header and the copy of the payload. It is not
+	// reused: a channel, or the one that replays it after a move, may refer
+	// to it for as long as the call is unacknowledged there.
+	n := prefixSize + len(header)
+	buf := make([]byte, n+len(payload))
+	copy(buf[n:], payload)
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
 		return nil, ErrClosed
 	}
 	c.nextID++
-	id := c.nextID
-	p.msg.Header, _ = encode(buf[:0:prefixSize+len(header)], KindCall, id, header)
-	p.msg.Payload = buf[len(p.msg.Header):]
-	copy(p.msg.Payload, payload)
-	c.pending[id] = p
+	p := c.newPendingLocked()
+	p.id = c.nextID
+	p.msg.Header, _ = encode(buf[:0:n], KindCall, p.id, header)
+	p.msg.Payload = buf[n:]
+	c.pending.add(p)
+	return c.wait(ctx, p)
+}
+
+// newPendingLocked returns a spare pending or a new one. c.mu is held.
+func (c *Caller) newPendingLocked() *pending {
+	if k := len(c.spare); k > 0 {
+		p := c.spare[k-1]
+		c.spare[k-1] = nil
+		c.spare = c.spare[:k-1]
+		return p
+	}
+	return &pending{wake: make(chan struct{}, 1)}
+}
+
+// wait sends p when it has not gone out on the current channel, and waits
+// for its answer: reading the channel itself when nobody else does. It is
+// called with c.mu held and holds it at the top of each round; it returns
+// with c.mu released.
+//
+// A call that was woken to read but does something else first (sends, or
+// waits for a channel) wakes the next follower instead (handOffLocked), so
+// that answers are read while it blocks.
+func (c *Caller) wait(ctx context.Context, p *pending) ([]byte, error) {
+	for {
+		switch {
+		case p.answered:
+			return c.finish(p, nil)
+		case c.closed:
+			return c.finish(p, ErrClosed)
+		}
+		ch, changed := c.ch, c.changed
+		switch {
+		case ch == nil: // wait for a channel
+			if err := c.await(ctx, p, changed); err != nil {
+				return c.finish(p, err)
+			}
+
+		case p.sentOn == nil:
+			p.out = p.msg
+			if p.tried { // it may have gone out before: a retry
+				p.out.Flags |= rdma.FlagRetry
+			}
+			p.sentOn, p.tried = ch, true
+			c.handOffLocked()
+			c.mu.Unlock()
+			_, err := ch.Send(ctx, &p.out)
+			c.mu.Lock()
+			if err == nil {
+				continue
+			}
+			if p.sentOn == ch {
+				p.sentOn = nil
+			}
+			if ctx.Err() != nil {
+				return c.finish(p, ctx.Err())
+			}
+			// The channel ended: the call waits for the next one.
+			c.log.WithError(err).WithField("conn_id", ch.ConnID()).Debug("call: send failed; waiting for the next channel")
+			if err := c.await(ctx, p, changed); err != nil {
+				return c.finish(p, err)
+			}
+
+		case !c.reading:
+			c.reading = true
+			c.mu.Unlock()
+			if err := c.read(ctx, ch, p); err != nil { // returns with c.mu held
+				if ctx.Err() != nil {
+					return c.finish(p, ctx.Err())
+				}
+				// The channel ended: wait for the next one.
+				if err := c.await(ctx, p, changed); err != nil {
+					return c.finish(p, err)
+				}
+			}
+
+		default:
+			// Somebody else reads: wait for the answer, the reader to stop,
+			// a new channel, or the end of ctx.
+			c.followers.push(p)
+			c.mu.Unlock()
+			var err error
+			select {
+			case <-p.wake:
+			case <-changed:
+			case <-ctx.Done():
+				err = ctx.Err()
+			}
+			c.mu.Lock()
+			c.followers.remove(p)
+			if err != nil {
+				return c.finish(p, err)
+			}
+		}
+	}
+}
+
+// await releases c.mu until changed is closed, p is signalled or ctx ends,
+// and takes it again; it returns ctx's error if ctx ended.
+func (c *Caller) await(ctx context.Context, p *pending, changed <-chan struct{}) error {
+	c.handOffLocked()
 	c.mu.Unlock()
-	reply, err := c.wait(ctx, id, p)
+	var err error
+	select {
+	case <-changed:
+	case <-p.wake:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
 	c.mu.Lock()
-	delete(c.pending, id)
+	return err
+}
+
+// finish ends p's call: with its answer if err is nil, else with err. It
+// forgets the call, lets the next follower read if nobody does, keeps p for
+// reuse when nobody else may refer to it, and releases c.mu.
+func (c *Caller) finish(p *pending, err error) ([]byte, error) {
+	var reply []byte
+	if err == nil {
+		reply, err = p.reply, p.err
+	}
+	c.pending.remove(p)
+	c.followers.remove(p)
+	c.handOffLocked()
+	if !p.resent && len(c.spare) < maxSpare {
+		if p.signalled {
+			select {
+			case <-p.wake: // a token it did not take
+			default:
+			}
+		}
+		*p = pending{wake: p.wake}
+		c.spare = append(c.spare, p)
+	}
 	c.mu.Unlock()
 	return reply, err
 }
 
-// wait sends p when it has not gone out on the current channel, and waits
-// for its answer: reading the channel itself when nobody else does.
-func (c *Caller) wait(ctx context.Context, id uint64, p *pending) ([]byte, error) {
+// handOffLocked wakes the oldest follower when nobody reads, so that it
+// reads in turn; if it leaves instead, it hands off again. c.mu is held.
+func (c *Caller) handOffLocked() {
+	if !c.reading && c.followers.head != nil {
+		c.followers.head.signal()
+	}
+}
+
+// read receives messages on ch, as the reader, and delivers the answers
+// among them until p's answer is there, ch is no longer the channel, the
+// caller closes, or Recv fails (its error is returned). It returns with
+// c.mu held and the reader's place given up.
+func (c *Caller) read(ctx context.Context, ch rdma.Channel, p *pending) error {
 	for {
-		c.mu.Lock()
-		switch {
-		case p.answered:
-			c.mu.Unlock()
-			return p.reply, p.err
-		case c.closed:
-			c.mu.Unlock()
-			return nil, ErrClosed
+		if err := ch.Recv(ctx, &c.in); err != nil {
+			c.mu.Lock()
+			c.stopReadingLocked()
+			return err
 		}
-		ch, changed := c.ch, c.changed
-		if ch != nil && p.sentOn == nil {
-			m := p.msg
-			if p.tried { // it may have gone out before: a retry
-				m.Flags |= rdma.FlagRetry
-			}
-			p.sentOn, p.tried = ch, true
-			c.mu.Unlock()
-			if _, err := ch.Send(ctx, &m); err != nil {
-				if ctx.Err() != nil {
-					return nil, ctx.Err()
-				}
-				// The channel ended: the call waits for the next one.
-				c.log.WithError(err).WithField("conn_id", ch.ConnID()).Debug("call: send failed; waiting for the next channel")
-				c.unsent(p, ch)
-				select {
-				case <-changed:
-				case <-ctx.Done():
-					return nil, ctx.Err()
-				}
-			}
+		kind, id, _, err := decode(c.in.Header)
+		if err != nil || (kind != KindReply && kind != KindError) {
+			c.log.WithField("conn_id", ch.ConnID()).Debug("call: dropped a message that is not an answer")
 			continue
 		}
-		if ch != nil && !c.reading {
-			c.reading = true
-			c.mu.Unlock()
-			err := c.read(ctx, ch)
-			c.stopReading()
-			if err != nil {
-				if ctx.Err() != nil {
-					return nil, ctx.Err()
-				}
-				// The channel ended: wait for the next one.
-				select {
-				case <-changed:
-				case <-ctx.Done():
-					return nil, ctx.Err()
-				}
-			}
-			continue
-		}
-		// Somebody else reads: wait for the answer, the reader to stop, a
-		// new channel, or the end of ctx.
-		if p.wake == nil {
-			p.wake = make(chan struct{})
-		}
-		wake, free := p.wake, c.free
-		c.followers++
-		c.mu.Unlock()
-		select {
-		case <-wake:
-		case <-free:
-		case <-changed:
-		case <-ctx.Done():
+		// The answer becomes the application's, and c.in is read into
+		// again: copy it, before taking the lock.
+		var reply []byte
+		var rerr error
+		if kind == KindError {
+			rerr = &RemoteError{Message: string(c.in.Payload)}
+		} else {
+			reply = append([]byte(nil), c.in.Payload...)
 		}
 		c.mu.Lock()
-		c.followers--
-		c.mu.Unlock()
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
+		// An answer that finds no call is for a call sent twice, or given up.
+		if q := c.pending.get(id); q != nil && !q.answered {
+			q.answered, q.reply, q.err = true, reply, rerr
+			if q != p {
+				q.signal()
+			}
 		}
+		if p.answered || c.closed || c.ch != ch {
+			c.stopReadingLocked()
+			return nil
+		}
+		c.mu.Unlock()
 	}
 }
 
-// read receives one message on ch and delivers it if it is an answer.
-func (c *Caller) read(ctx context.Context, ch rdma.Channel) error {
-	if err := ch.Recv(ctx, &c.in); err != nil {
-		return err
-	}
-	kind, id, _, err := decode(c.in.Header)
-	if err != nil || (kind != KindReply && kind != KindError) {
-		c.log.WithField("conn_id", ch.ConnID()).Debug("call: dropped a message that is not an answer")
-		return nil
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	p, ok := c.pending[id]
-	if !ok || p.answered {
-		return nil // the answer to a call sent twice, or given up
-	}
-	p.answered = true
-	if kind == KindError {
-		p.err = &RemoteError{Message: string(c.in.Payload)}
-	} else {
-		p.reply = append([]byte(nil), c.in.Payload...)
-	}
-	if p.wake != nil {
-		close(p.wake)
-	}
-	return nil
-}
-
-func (c *Caller) stopReading() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+// stopReadingLocked gives up the reader's place. c.mu is held.
+func (c *Caller) stopReadingLocked() {
 	c.reading = false
-	if c.followers > 0 {
-		close(c.free)
-		c.free = make(chan struct{})
-	}
+	c.handOffLocked()
 }
 
 // Send sends a one-way message: it returns once the message is handed to
@@ -330,7 +518,7 @@ func (c *Caller) current() (rdma.Channel, <-chan struct{}, bool) {
 func (c *Caller) Pending() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return len(c.pending)
+	return c.pending.n
 }
 
 // Close fails every waiting call with ErrClosed. It does not close the

@@ -3,6 +3,7 @@ package call
 import (
 	"context"
 	"errors"
+	"unsafe"
 
 	"github.com/sirupsen/logrus"
 
@@ -32,19 +33,39 @@ type Handler func(ctx context.Context, req *Request) (reply []byte, err error)
 // answering calls on ch. Messages that are not calls or sends are dropped
 // and logged at debug level: a peer cannot make Serve fail.
 func Serve(ctx context.Context, ch rdma.Channel, h Handler, log *logrus.Entry) error {
-	var in, out rdma.Message
+	// Messages are received into in[i]. An answer may be the request's own
+	// payload (an echo), which the channel may read from until the peer
+	// acknowledges it: after an echo, the next message goes to the other
+	// buffer, which is given up first if the answer it carries is still
+	// unacknowledged. In a ping-pong it never is: the peer took that
+	// answer before it sent the message just received.
+	var (
+		in     [2]rdma.Message
+		echoed [2]uint64 // the sequence number of the answer in in[i]'s buffer, or 0
+		out    rdma.Message
+	)
 	hdr := make([]byte, 0, prefixSize)
 	req := Request{ConnID: ch.ConnID()}
-	for {
-		if err := ch.Recv(ctx, &in); err != nil {
+	for i := 0; ; {
+		if echoed[i] != 0 {
+			i ^= 1
+			if seq := echoed[i]; seq != 0 {
+				if ch.Acked() < seq {
+					in[i].Detach()
+				}
+				echoed[i] = 0
+			}
+		}
+		m := &in[i]
+		if err := ch.Recv(ctx, m); err != nil {
 			return err
 		}
-		kind, id, header, err := decode(in.Header)
+		kind, id, header, err := decode(m.Header)
 		if err != nil || (kind != KindCall && kind != KindSend) {
 			log.WithField("conn_id", ch.ConnID()).Debug("call: dropped a message that is not a call or a send")
 			continue
 		}
-		req.Header, req.Payload, req.Retry, req.OneWay = header, in.Payload, in.Retry(), kind == KindSend
+		req.Header, req.Payload, req.Retry, req.OneWay = header, m.Payload, m.Retry(), kind == KindSend
 		reply, herr := h(ctx, &req)
 		if ctx.Err() != nil {
 			// Stopped under the handler: no answer, so that the caller sends
@@ -63,15 +84,25 @@ func Serve(ctx context.Context, ch rdma.Channel, h Handler, log *logrus.Entry) e
 			return err
 		}
 		out.Header = hdr
-		if _, err := ch.Send(ctx, &out); err != nil {
+		seq, err := ch.Send(ctx, &out)
+		if err != nil {
 			return err
 		}
-		// The answer may be the request's own payload (an echo), which the
-		// channel may read from until the peer takes it: the next Recv must
-		// not write over it.
-		in.Payload = reply
-		in.Detach()
+		if overlaps(out.Payload, m.Payload[:cap(m.Payload)]) {
+			echoed[i] = seq
+		}
 	}
+}
+
+// overlaps reports whether a and b share memory. Only addresses are
+// compared; nothing is dereferenced.
+func overlaps(a, b []byte) bool {
+	if len(a) == 0 || len(b) == 0 {
+		return false
+	}
+	a0 := uintptr(unsafe.Pointer(unsafe.SliceData(a))) //nolint:gosec // G103: address comparison only
+	b0 := uintptr(unsafe.Pointer(unsafe.SliceData(b))) //nolint:gosec // G103: address comparison only
+	return a0 < b0+uintptr(len(b)) && b0 < a0+uintptr(len(a))
 }
 
 // RemoteError is a call's failure as its handler reported it.
