@@ -35,5 +35,6 @@
 //     channel. Messages not yet acknowledged by the member when the
 //     connection heals are sent again to the new member, marked as retries;
 //     Flush waits until everything sent is acknowledged. A message is
-//     acknowledged once the member's handler received it.
+//     acknowledged once the member's handler received it. Close does not
+//     wait for acknowledgements: Flush before Close what must arrive.
 package client

@@ -164,8 +164,19 @@ func (c *client) abandon(ctx context.Context, old *bound, resp *networkservice.C
 }
 
 func (c *client) Close(ctx context.Context, conn *networkservice.Connection, next *chain.NextClient, opts ...grpc.CallOption) (*emptypb.Empty, error) {
-	if b, ok := boundKey.LoadAndDelete(ctx); ok {
-		_ = b.ch.Close()
+	b, ok := boundKey.LoadAndDelete(ctx)
+	if !ok {
+		return next.Close(ctx, conn, opts...)
 	}
-	return next.Close(ctx, conn, opts...)
+	// The channel closes while the Close travels to the endpoint: a clean
+	// close waits for the peer's last word, a round trip the Close need
+	// not wait for. Both are done when Close returns.
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
+		_ = b.ch.Close()
+	}()
+	resp, err := next.Close(ctx, conn, opts...)
+	<-closed
+	return resp, err
 }

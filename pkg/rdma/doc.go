@@ -9,7 +9,10 @@
 // listener's address, the connection ID and the secret. The handshake proves
 // that both sides know the secret without sending it (HMAC-SHA256
 // challenge-response in both directions, with fresh nonces), so a recorded
-// handshake cannot be replayed.
+// handshake cannot be replayed. A connection's first channel takes one
+// round trip: the dialer proves the secret in its first message, which the
+// listener takes only once per connection; a later channel (after a break)
+// takes the full challenge-response.
 //
 // # Messages
 //

@@ -62,15 +62,12 @@ func (p *provider) Dial(ctx context.Context, addr, connID string, secret rdma.Se
 	if err := rdma.ValidateConnID(connID); err != nil {
 		return nil, err
 	}
-	c, err := dialPipe(addr)
+	c, err := p.handshake(ctx, addr, connID, &secret, true)
+	if errors.Is(err, handshake.ErrEarlyRefused) { // not the connection's first channel
+		c, err = p.handshake(ctx, addr, connID, &secret, false)
+	}
 	if err != nil {
 		return nil, err
-	}
-	c.ctx = ctx
-	if err := handshake.Client(c, Name, connID, &secret, nil); err != nil {
-		c.link.giveUp()
-		c.close()
-		return nil, fmt.Errorf("dial inproc %q for %q: %w", addr, connID, err)
 	}
 	defer c.close()
 	select {
@@ -89,6 +86,21 @@ func (p *provider) Dial(ctx context.Context, addr, connID string, secret rdma.Se
 		c.link.giveUp()
 		return nil, ctx.Err()
 	}
+}
+
+// handshake opens a pipe to the listener at addr and runs the handshake.
+func (p *provider) handshake(ctx context.Context, addr, connID string, secret *rdma.Secret, early bool) (*pipeEnd, error) {
+	c, err := dialPipe(addr)
+	if err != nil {
+		return nil, err
+	}
+	c.ctx = ctx
+	if err := handshake.Client(c, Name, connID, secret, handshake.ClientOptions{Early: early}); err != nil {
+		c.link.giveUp()
+		c.close()
+		return nil, fmt.Errorf("dial inproc %q for %q: %w", addr, connID, err)
+	}
+	return c, nil
 }
 
 // handoff passes the dialer's end of a new link from the listener to the
@@ -191,8 +203,8 @@ func (l *listener) serve(c *pipeEnd) {
 	c.ctx = ctx
 	c.abort = l.closing
 	var ticket *core.Ticket
-	connID, err := handshake.Server(c, Name, l.table.Secret, func(id string) error {
-		tk, err := l.table.Admit(id)
+	connID, err := handshake.Server(c, Name, l.table.Secret, func(id string, early bool) error {
+		tk, err := l.table.Admit(id, early)
 		ticket = tk
 		return err
 	}, nil)
@@ -200,8 +212,7 @@ func (l *listener) serve(c *pipeEnd) {
 		if ticket != nil {
 			ticket.Cancel()
 		}
-		l.table.CountHandshakeError(err)
-		l.log.WithField("conn_id", connID).WithError(err).Warn(core.LogHandshakeFailed)
+		l.table.HandshakeFailed(l.log.WithField("conn_id", connID), err)
 		return
 	}
 	lk := newLink(connID, l.p.opts.window)

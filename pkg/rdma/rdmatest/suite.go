@@ -60,6 +60,7 @@ func Run(t *testing.T, h Harness) {
 		{"UnknownConnection", testUnknownConnection},
 		{"SecondAttachRefused", testSecondAttach},
 		{"ReplayedHandshake", testReplay},
+		{"ReplayedEarlyHandshake", testReplayEarly},
 		{"CloseLocal", testCloseLocal},
 		{"ClosePeer", testClosePeer},
 		{"EndpointClose", testEndpointClose},
@@ -708,7 +709,7 @@ func testReplay(t *testing.T, e *env) {
 		t.Fatal(err)
 	}
 	rec := &recordingConn{Conn: conn}
-	if err := handshake.Client(rec, e.name, "replay", &secret, nil); err != nil {
+	if err := handshake.Client(rec, e.name, "replay", &secret, handshake.ClientOptions{}); err != nil {
 		t.Fatalf("genuine handshake: %v", err)
 	}
 	_ = closer.Close()
@@ -747,6 +748,56 @@ func testReplay(t *testing.T, e *env) {
 		}
 	}
 	waitLog(t, e.h.Logs, "replay", rdma.ErrAuth)
+}
+
+// testReplayEarly: a recorded early handshake is refused once the
+// connection was admitted, and the genuine dialer still attaches (with the
+// full handshake).
+func testReplayEarly(t *testing.T, e *env) {
+	if e.h.RawDial == nil {
+		t.Skip("the harness has no raw dialer")
+	}
+	ctx := ctxT(t)
+	ep, secret := e.expect(t, "replay-early")
+	conn, closer, err := e.h.RawDial(ctx, e.l.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recordingConn{Conn: conn}
+	if err := handshake.Client(rec, e.name, "replay-early", &secret, handshake.ClientOptions{Early: true}); err != nil {
+		t.Fatalf("genuine early handshake: %v", err)
+	}
+	_ = closer.Close() // before the setup: the listener gives this attach up
+	if len(rec.sent) != 1 || len(rec.received) != 1 {
+		t.Fatalf("recorded %d sent and %d received messages", len(rec.sent), len(rec.received))
+	}
+	conn, closer, err = e.h.RawDial(ctx, e.l.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closer.Close()
+	if err := conn.WriteMsg(rec.sent[0]); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := conn.ReadMsg(make([]byte, handshake.MaxMessageSize))
+	if err != nil {
+		t.Fatalf("read the answer to a replayed early hello: %v", err)
+	}
+	if res, err := handshake.Decode(raw); err != nil || res.Type != handshake.TypeResult || res.Code != handshake.CodeEarlyRefused {
+		t.Fatalf("replayed early hello answered with %+v %v, want an early refusal", res, err)
+	}
+	peer := e.start(t, "replay-early", secret)
+	ch, err := ep.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	if got := peer.Dialed(t); got != "ok dialed" {
+		t.Fatalf("the genuine dialer after the replay: %s", got)
+	}
+	if st := e.l.Stats(); st.Rejected != 0 {
+		t.Errorf("listener stats %+v: the refused replay is not a rejection", st)
+	}
 }
 
 func testCloseLocal(t *testing.T, e *env) {

@@ -14,19 +14,17 @@ import (
 // ctlType is the type of a control message on the unix socket.
 type ctlType uint8
 
-// Control messages. The setup (after the handshake) follows memif: the
-// dialer adds the region and the rings, then connects; the listener
-// answers connected. Later both sides add and delete memory regions and
-// say goodbye.
+// Control messages. The setup (after the handshake) follows memif, in one
+// message each way: the dialer sends the region and its eventfds for the
+// rings, the listener answers connected with its own. Later both sides add
+// and delete memory regions and say goodbye.
 const (
-	ctlAddRegion  ctlType = 1 // a: slots, b: data size, c: region size; the memfd
-	ctlAddRing    ctlType = 2 // a: ring (0: dialer to listener, 1: back); the eventfd the dialer sleeps on for it
-	ctlConnect    ctlType = 3
-	ctlConnected  ctlType = 4 // the listener's eventfds: the one it sleeps on as consumer of ring 0, as producer of ring 1
-	ctlRegionAdd  ctlType = 5 // a: key, b: size; the memfd
-	ctlRegionAck  ctlType = 6 // a: key, b: 0 mapped, 1 refused
-	ctlRegionDel  ctlType = 7 // a: key
-	ctlDisconnect ctlType = 8 // a clean close
+	ctlSetup      ctlType = 1 // a: slots, b: data size, c: region size; the memfd, the eventfd the dialer sleeps on as producer of ring 0 (dialer to listener), the one it sleeps on as consumer of ring 1
+	ctlConnected  ctlType = 2 // the listener's eventfds: the one it sleeps on as consumer of ring 0, as producer of ring 1
+	ctlRegionAdd  ctlType = 3 // a: key, b: size; the memfd
+	ctlRegionAck  ctlType = 4 // a: key, b: 0 mapped, 1 refused
+	ctlRegionDel  ctlType = 5 // a: key
+	ctlDisconnect ctlType = 6 // a clean close
 )
 
 // ctlSize is the size of a control message: type (u8), three zero bytes,
@@ -34,7 +32,7 @@ const (
 const ctlSize = 24
 
 // maxFDs is the most descriptors a control message carries.
-const maxFDs = 2
+const maxFDs = 3
 
 type ctlMsg struct {
 	typ ctlType
@@ -46,10 +44,12 @@ type ctlMsg struct {
 // fdsOf returns how many descriptors a message of type t carries.
 func fdsOf(t ctlType) int {
 	switch t {
-	case ctlAddRegion, ctlAddRing, ctlRegionAdd:
+	case ctlRegionAdd:
 		return 1
 	case ctlConnected:
 		return 2
+	case ctlSetup:
+		return 3
 	default:
 		return 0
 	}
@@ -75,7 +75,7 @@ func decodeCtl(b []byte, nfds int) (ctlMsg, error) {
 		b:   binary.LittleEndian.Uint64(b[8:]),
 		c:   binary.LittleEndian.Uint64(b[16:]),
 	}
-	if m.typ < ctlAddRegion || m.typ > ctlDisconnect {
+	if m.typ < ctlSetup || m.typ > ctlDisconnect {
 		return ctlMsg{}, fmt.Errorf("%w: control message type %d", rdma.ErrProtocol, m.typ)
 	}
 	if want := fdsOf(m.typ); nfds != want {

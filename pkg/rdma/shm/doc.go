@@ -1,10 +1,13 @@
 // Package shm is the rdma provider for two processes on one host. The two
-// sides meet on a unix seqpacket socket, modelled on memif: the handshake
-// (hello and init carrying the connection's identity, proven with the
-// secret), then the dialer adds the region (a sealed memfd, passed with
-// SCM_RIGHTS) and the two rings with the eventfds it sleeps on, and the
-// listener answers connected with its own eventfds. The listener checks
-// the dialer's credentials (SO_PEERCRED) and creates its socket 0600.
+// sides meet on a unix seqpacket socket, modelled on memif, in one round
+// trip for a connection's first channel: the dialer sends its hello (the
+// connection's identity, proven with the secret) and, right behind it, the
+// setup: the region (a sealed memfd, passed with SCM_RIGHTS) and the
+// eventfds it sleeps on for the two rings; the listener answers with its
+// proof and connected, with its own eventfds. A later channel of the same
+// connection takes the full handshake, one round trip more. Each side
+// checks the other's credentials (SO_PEERCRED); the listener creates its
+// socket 0600.
 //
 // Each direction is a single-producer single-consumer ring of descriptors
 // and a data area in the shared memfd. Each descriptor begins with its

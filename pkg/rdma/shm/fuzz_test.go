@@ -62,7 +62,7 @@ func FuzzRing(f *testing.F) {
 
 // FuzzControl decodes any control message with any number of descriptors.
 func FuzzControl(f *testing.F) {
-	for _, m := range []ctlMsg{{typ: ctlAddRegion, a: 512, b: 2 << 20, c: 1 << 22}, {typ: ctlAddRing, a: 1}, {typ: ctlConnected}, {typ: ctlRegionAck, a: 3}, {typ: ctlDisconnect}} {
+	for _, m := range []ctlMsg{{typ: ctlSetup, a: 512, b: 2 << 20, c: 1 << 22}, {typ: ctlRegionAdd, a: 1, b: 4096}, {typ: ctlConnected}, {typ: ctlRegionAck, a: 3}, {typ: ctlDisconnect}} {
 		f.Add(m.encode(), fdsOf(m.typ))
 	}
 	f.Add([]byte{9, 0, 0, 0}, 0)

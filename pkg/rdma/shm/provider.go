@@ -68,7 +68,9 @@ func peerCredentials(c *net.UnixConn) (unix.Ucred, error) {
 }
 
 // Dial connects to the listener's socket at addr (a path) and opens the
-// channel for connID: it proposes the rings, in a memfd it creates.
+// channel for connID: it proposes the rings, in a memfd it creates, with
+// the early handshake (one round trip, the connection's first channel),
+// then, if the listener refuses that, with the full one.
 func (p *provider) Dial(ctx context.Context, addr, connID string, secret rdma.Secret) (rdma.Channel, error) {
 	if err := rdma.ValidateConnID(connID); err != nil {
 		return nil, err
@@ -77,20 +79,33 @@ func (p *provider) Dial(ctx context.Context, addr, connID string, secret rdma.Se
 	if err := lay.validate(); err != nil {
 		return nil, fmt.Errorf("%w: %w", rdma.ErrInvalidArgument, err)
 	}
+	parts, err := p.attach(ctx, addr, lay, connID, &secret, true)
+	if errors.Is(err, handshake.ErrEarlyRefused) { // not the connection's first channel
+		parts, err = p.attach(ctx, addr, lay, connID, &secret, false)
+	}
+	if err != nil {
+		return nil, err
+	}
+	parts.connID = connID
+	parts.log = p.o.log.WithFields(logrus.Fields{"provider": Name, "addr": addr, "conn_id": connID})
+	return newChannel(&p.o, parts), nil
+}
+
+// attach connects to addr and runs the handshake and the setup.
+func (p *provider) attach(ctx context.Context, addr string, lay layout, connID string, secret *rdma.Secret, early bool) (channelParts, error) {
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, "unixpacket", addr)
 	if err != nil {
-		return nil, fmt.Errorf("dial shm %s: %w: %w", addr, rdma.ErrUnreachable, err)
+		return channelParts{}, fmt.Errorf("dial shm %s: %w: %w", addr, rdma.ErrUnreachable, err)
 	}
 	conn := nc.(*net.UnixConn)
-	log := p.o.log.WithFields(logrus.Fields{"provider": Name, "addr": addr, "conn_id": connID})
 	deadline := time.Now().Add(p.o.handshakeTimeout)
 	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
 		deadline = dl
 	}
 	_ = conn.SetDeadline(deadline)
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
-	parts, err := p.dialSetup(conn, lay, connID, &secret)
+	parts, err := p.dialSetup(conn, lay, connID, secret, early)
 	if !stop() {
 		err = errors.Join(err, ctx.Err())
 	}
@@ -101,12 +116,12 @@ func (p *provider) Dial(ctx context.Context, addr, connID string, secret rdma.Se
 		parts.release()
 		_ = conn.Close()
 		if ctxErr := ctx.Err(); ctxErr != nil {
-			return nil, fmt.Errorf("dial shm %s for %q: %w", addr, connID, ctxErr)
+			return channelParts{}, fmt.Errorf("dial shm %s for %q: %w", addr, connID, ctxErr)
 		}
-		return nil, fmt.Errorf("dial shm %s for %q: %w", addr, connID, core.DialError(err))
+		return channelParts{}, fmt.Errorf("dial shm %s for %q: %w", addr, connID, core.DialError(err))
 	}
-	parts.conn, parts.connID, parts.log = conn, connID, log
-	return newChannel(&p.o, parts), nil
+	parts.conn = conn
+	return parts, nil
 }
 
 // release frees what a failed setup had acquired.
@@ -128,8 +143,10 @@ func (p *channelParts) release() {
 	}
 }
 
-// dialSetup runs the dialer's handshake and setup.
-func (p *provider) dialSetup(conn *net.UnixConn, lay layout, connID string, secret *rdma.Secret) (channelParts, error) {
+// dialSetup runs the dialer's handshake and setup: the rings go out right
+// after our last handshake message, and the listener's connected, with its
+// eventfds, follows its verdict.
+func (p *provider) dialSetup(conn *net.UnixConn, lay layout, connID string, secret *rdma.Secret, early bool) (channelParts, error) {
 	parts := channelParts{lay: lay, txRing: 0, rxRing: 1, peerRxFD: -1, peerTxFD: -1}
 	cred, err := peerCredentials(conn)
 	if err != nil {
@@ -138,38 +155,11 @@ func (p *provider) dialSetup(conn *net.UnixConn, lay layout, connID string, secr
 	if err := p.o.peerCheck(cred); err != nil {
 		return parts, fmt.Errorf("%w: the listener's credentials: %w", rdma.ErrAuth, err)
 	}
-	if err := handshake.Client(packetConn{conn}, Name, connID, secret, nil); err != nil {
-		return parts, err
-	}
-	if parts.rxWait, err = newWaiter(); err != nil {
-		return parts, err
-	}
-	if parts.txWait, err = newWaiter(); err != nil {
-		return parts, err
-	}
-	// Not populated: faulting in the 4 MiB of rings up front cost 3 ms of
-	// every dial (a heal's, too); the pages fault in on the ring's first
-	// pass instead, and the steady state is the same.
-	fd, mem, err := createMemfd("tether-shm-rings", lay.totalSize(), false)
+	err = handshake.Client(packetConn{conn}, Name, connID, secret, handshake.ClientOptions{
+		Early: early,
+		Then:  func() error { return offerRings(conn, &parts) },
+	})
 	if err != nil {
-		return parts, err
-	}
-	parts.mem = mem
-	lay.writeHeader(mem)
-	err = sendCtl(conn, ctlMsg{typ: ctlAddRegion, a: uint32(lay.slots), b: lay.dataSize, c: lay.totalSize()}, fd)
-	_ = unix.Close(fd)
-	if err != nil {
-		return parts, err
-	}
-	// Ring 0 is ours to produce: the listener kicks txWait when it consumed.
-	// Ring 1 is ours to consume: the listener kicks rxWait when it published.
-	if err := sendCtl(conn, ctlMsg{typ: ctlAddRing, a: 0}, parts.txWait.fd); err != nil {
-		return parts, err
-	}
-	if err := sendCtl(conn, ctlMsg{typ: ctlAddRing, a: 1}, parts.rxWait.fd); err != nil {
-		return parts, err
-	}
-	if err := sendCtl(conn, ctlMsg{typ: ctlConnect}); err != nil {
 		return parts, err
 	}
 	m, fds, err := recvCtl(conn)
@@ -185,6 +175,34 @@ func (p *provider) dialSetup(conn *net.UnixConn, lay layout, connID string, secr
 		return parts, fmt.Errorf("%w: the listener's descriptors are not eventfds", rdma.ErrProtocol)
 	}
 	return parts, nil
+}
+
+// offerRings creates the rings and our eventfds and sends them in the
+// setup message. The rings are empty until the listener proved the secret:
+// nothing is written into them before Dial returns.
+func offerRings(conn *net.UnixConn, parts *channelParts) error {
+	var err error
+	if parts.rxWait, err = newWaiter(); err != nil {
+		return err
+	}
+	if parts.txWait, err = newWaiter(); err != nil {
+		return err
+	}
+	// Not populated: faulting in the 4 MiB of rings up front cost 3 ms of
+	// every dial (a heal's, too); the pages fault in on the ring's first
+	// pass instead, and the steady state is the same.
+	lay := parts.lay
+	fd, mem, err := createMemfd("tether-shm-rings", lay.totalSize(), false)
+	if err != nil {
+		return err
+	}
+	parts.mem = mem
+	lay.writeHeader(mem)
+	// Ring 0 is ours to produce: the listener kicks txWait when it consumed.
+	// Ring 1 is ours to consume: the listener kicks rxWait when it published.
+	err = sendCtl(conn, ctlMsg{typ: ctlSetup, a: uint32(lay.slots), b: lay.dataSize, c: lay.totalSize()}, fd, parts.txWait.fd, parts.rxWait.fd)
+	_ = unix.Close(fd)
+	return err
 }
 
 // Listen listens on a unix seqpacket socket at addr, a path; the socket is
@@ -277,7 +295,7 @@ func (l *listener) serve(conn *net.UnixConn) {
 	if err == nil {
 		err = conn.SetDeadline(time.Time{})
 	}
-	if l.acceptor.Handshaken(conn) && err == nil {
+	if err == nil && l.acceptor.Handshaken(conn) {
 		err = fmt.Errorf("listener %w", rdma.ErrClosed)
 	}
 	log := l.log.WithFields(logrus.Fields{"conn_id": connID, "peer_pid": cred.Pid, "peer_uid": cred.Uid})
@@ -285,10 +303,8 @@ func (l *listener) serve(conn *net.UnixConn) {
 		if ticket != nil {
 			ticket.Cancel()
 		}
-		l.table.CountHandshakeError(err)
-		log.WithError(err).Warn(core.LogHandshakeFailed)
 		parts.release()
-		_ = conn.Close()
+		l.acceptor.Fail(conn, log, err)
 		return
 	}
 	parts.conn, parts.connID, parts.log, parts.onProtocolError = conn, connID, log, l.table.CountProtocolError
@@ -310,23 +326,26 @@ func (l *listener) setup(conn *net.UnixConn, connID *string, ticket **core.Ticke
 	if err := l.p.o.peerCheck(cred); err != nil {
 		return parts, cred, fmt.Errorf("%w: the dialer's credentials: %w", rdma.ErrAuth, err)
 	}
-	*connID, err = handshake.Server(packetConn{conn}, Name, l.table.Secret, func(id string) error {
-		tk, err := l.table.Admit(id)
+	*connID, err = handshake.Server(packetConn{conn}, Name, l.table.Secret, func(id string, early bool) error {
+		tk, err := l.table.Admit(id, early)
 		*ticket = tk
 		return err
 	}, nil)
 	if err != nil {
 		return parts, cred, err
 	}
-	// add region
 	m, fds, err := recvCtl(conn)
 	if err != nil {
 		return parts, cred, err
 	}
-	if m.typ != ctlAddRegion {
+	if m.typ != ctlSetup {
 		closeFDs(fds)
-		return parts, cred, fmt.Errorf("%w: control message %d instead of add region", rdma.ErrProtocol, m.typ)
+		return parts, cred, fmt.Errorf("%w: control message %d instead of setup", rdma.ErrProtocol, m.typ)
 	}
+	// The dialer sleeps on fds[1] as producer of ring 0 (we kick it after
+	// consuming) and on fds[2] as consumer of ring 1 (we kick it after
+	// publishing).
+	parts.peerTxFD, parts.peerRxFD = fds[1], fds[2]
 	parts.lay = layout{slots: uint64(m.a), dataSize: m.b}
 	err = parts.lay.validate()
 	if err == nil && m.c != parts.lay.totalSize() {
@@ -335,42 +354,15 @@ func (l *listener) setup(conn *net.UnixConn, connID *string, ticket **core.Ticke
 	if err == nil {
 		parts.mem, err = mapPeerMemfd(fds[0], m.c, false)
 	}
-	closeFDs(fds)
+	_ = unix.Close(fds[0])
 	if err == nil {
 		err = parts.lay.checkHeader(parts.mem)
 	}
+	if err == nil && (!isEventfd(parts.peerTxFD) || !isEventfd(parts.peerRxFD)) {
+		err = fmt.Errorf("%w: the dialer's ring descriptors are not eventfds", rdma.ErrProtocol)
+	}
 	if err != nil {
 		return parts, cred, err
-	}
-	// add ring ×2, then connect
-	for range 2 {
-		m, fds, err := recvCtl(conn)
-		if err != nil {
-			return parts, cred, err
-		}
-		if m.typ != ctlAddRing || m.a > 1 || m.b != 0 || m.c != 0 || !isEventfd(fds[0]) {
-			closeFDs(fds)
-			return parts, cred, fmt.Errorf("%w: malformed add ring (type %d, ring %d)", rdma.ErrProtocol, m.typ, m.a)
-		}
-		// The dialer sleeps on this eventfd as producer of ring 0 (we kick
-		// it after consuming) or as consumer of ring 1 (we kick it after
-		// publishing).
-		target := &parts.peerTxFD
-		if m.a == 1 {
-			target = &parts.peerRxFD
-		}
-		if *target >= 0 {
-			closeFDs(fds)
-			return parts, cred, fmt.Errorf("%w: ring %d added twice", rdma.ErrProtocol, m.a)
-		}
-		*target = fds[0]
-	}
-	if m, fds, err = recvCtl(conn); err != nil {
-		return parts, cred, err
-	}
-	closeFDs(fds)
-	if m.typ != ctlConnect || m.a != 0 || m.b != 0 || m.c != 0 {
-		return parts, cred, fmt.Errorf("%w: control message %d instead of connect", rdma.ErrProtocol, m.typ)
 	}
 	if parts.rxWait, err = newWaiter(); err != nil {
 		return parts, cred, err

@@ -106,7 +106,7 @@ func rawSetup(t *testing.T, l rdma.Listener, connID string) *net.UnixConn {
 	}
 	conn := nc.(*net.UnixConn)
 	t.Cleanup(func() { _ = conn.Close() })
-	if err := handshake.Client(packetConn{conn}, Name, connID, &secret, nil); err != nil {
+	if err := handshake.Client(packetConn{conn}, Name, connID, &secret, handshake.ClientOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	return conn
@@ -150,37 +150,25 @@ func TestMaliciousSetup(t *testing.T) {
 		_ = unix.Close(p[1])
 		return p[0]
 	}
-	addRegion := ctlMsg{typ: ctlAddRegion, a: uint32(lay.slots), b: lay.dataSize, c: lay.totalSize()}
+	setup := ctlMsg{typ: ctlSetup, a: uint32(lay.slots), b: lay.dataSize, c: lay.totalSize()}
 	type step struct {
 		m   ctlMsg
-		fds func(t *testing.T) []int
+		fds []func(t *testing.T) int
 	}
-	one := func(f func(t *testing.T) int) func(t *testing.T) []int {
-		return func(t *testing.T) []int { return []int{f(t)} }
-	}
+	good := func(t *testing.T) int { return sealed(t, lay.totalSize()) }
 	tests := []struct {
 		name  string
 		steps []step
 	}{
-		{"region not sealed", []step{{addRegion, one(func(t *testing.T) int { return unsealed(t, lay.totalSize()) })}}},
-		{"region smaller than said", []step{{addRegion, one(func(t *testing.T) int { return sealed(t, lay.totalSize()-pageSize) })}}},
-		{"region is a pipe", []step{{addRegion, one(pipe)}}},
-		{"rings too small", []step{{ctlMsg{typ: ctlAddRegion, a: 2, b: 4096, c: 3 * 4096}, one(func(t *testing.T) int { return sealed(t, 3*4096) })}}},
-		{"no descriptor", []step{{addRegion, func(*testing.T) []int { return nil }}}},
-		{"two descriptors", []step{{addRegion, func(t *testing.T) []int { return []int{sealed(t, lay.totalSize()), eventfd(t)} }}}},
-		{"ring with a pipe", []step{
-			{addRegion, one(func(t *testing.T) int { return sealed(t, lay.totalSize()) })},
-			{ctlMsg{typ: ctlAddRing, a: 0}, one(pipe)},
-		}},
-		{"ring added twice", []step{
-			{addRegion, one(func(t *testing.T) int { return sealed(t, lay.totalSize()) })},
-			{ctlMsg{typ: ctlAddRing, a: 0}, one(eventfd)},
-			{ctlMsg{typ: ctlAddRing, a: 0}, one(eventfd)},
-		}},
-		{"connect before the rings", []step{
-			{addRegion, one(func(t *testing.T) int { return sealed(t, lay.totalSize()) })},
-			{ctlMsg{typ: ctlConnect}, nil},
-		}},
+		{"region not sealed", []step{{setup, []func(*testing.T) int{func(t *testing.T) int { return unsealed(t, lay.totalSize()) }, eventfd, eventfd}}}},
+		{"region smaller than said", []step{{setup, []func(*testing.T) int{func(t *testing.T) int { return sealed(t, lay.totalSize()-pageSize) }, eventfd, eventfd}}}},
+		{"region is a pipe", []step{{setup, []func(*testing.T) int{pipe, eventfd, eventfd}}}},
+		{"rings too small", []step{{ctlMsg{typ: ctlSetup, a: 2, b: 4096, c: 3 * 4096}, []func(*testing.T) int{func(t *testing.T) int { return sealed(t, 3*4096) }, eventfd, eventfd}}}},
+		{"no descriptor", []step{{setup, nil}}},
+		{"two descriptors", []step{{setup, []func(*testing.T) int{good, eventfd}}}},
+		{"ring with a pipe", []step{{setup, []func(*testing.T) int{good, eventfd, pipe}}}},
+		{"ring with the region", []step{{setup, []func(*testing.T) int{good, good, eventfd}}}},
+		{"connected instead of setup", []step{{ctlMsg{typ: ctlConnected}, []func(*testing.T) int{eventfd, eventfd}}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -189,8 +177,8 @@ func TestMaliciousSetup(t *testing.T) {
 			conn := rawSetup(t, l, "evil")
 			for _, s := range tt.steps {
 				var fds []int
-				if s.fds != nil {
-					fds = s.fds(t)
+				for _, f := range s.fds {
+					fds = append(fds, f(t))
 				}
 				err := sendCtl(conn, s.m, fds...)
 				closeFDs(fds)
@@ -224,7 +212,7 @@ func dialRaw(t *testing.T, l rdma.Listener, connID string) (channelParts, rdma.C
 	}
 	conn := nc.(*net.UnixConn)
 	p := &provider{o: newOptions(nil)}
-	parts, err := p.dialSetup(conn, layout{slots: 16, dataSize: 64 << 10}, connID, &secret)
+	parts, err := p.dialSetup(conn, layout{slots: 16, dataSize: 64 << 10}, connID, &secret, true)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,11 +33,11 @@ func rawPeer(t *testing.T, l rdma.Listener, connID string) (net.Conn, rdma.Chann
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = nc.Close() })
-	if err := handshake.Client(handshake.StreamConn{RW: nc}, Name, connID, &secret, nil); err != nil {
+	o := newOptions(nil)
+	if err := handshake.Client(handshake.StreamConn{RW: nc}, Name, connID, &secret, handshake.ClientOptions{Early: true, Then: func() error { return writeSetup(nc, &o) }}); err != nil {
 		t.Fatal(err)
 	}
-	o := newOptions(nil)
-	if _, _, err := exchangeSetup(nc, &o); err != nil {
+	if _, _, err := readSetup(nc); err != nil {
 		t.Fatal(err)
 	}
 	ch, err := ep.Accept(ctx)

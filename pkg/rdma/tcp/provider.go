@@ -31,29 +31,49 @@ func New(opts ...Option) rdma.Provider {
 func (p *provider) Name() string { return Name }
 
 // Dial connects to the listener at addr ("host:port") and opens the
-// channel for connID.
+// channel for connID: with the early handshake (one round trip, the
+// connection's first channel), then, if the listener refuses it, with the
+// full one.
 func (p *provider) Dial(ctx context.Context, addr, connID string, secret rdma.Secret) (rdma.Channel, error) {
 	if err := rdma.ValidateConnID(connID); err != nil {
 		return nil, err
 	}
+	nc, win, err := p.attach(ctx, addr, connID, &secret, true)
+	if errors.Is(err, handshake.ErrEarlyRefused) { // not the connection's first channel
+		nc, win, err = p.attach(ctx, addr, connID, &secret, false)
+	}
+	if err != nil {
+		return nil, err
+	}
+	log := p.o.log.WithFields(logrus.Fields{"provider": Name, "addr": addr, "conn_id": connID})
+	return newChannel(ctx, &p.o, nc, connID, win.msgs, win.bytes, log, nil), nil
+}
+
+// window is the receive window a peer announces in its setup.
+type window struct{ msgs, bytes int }
+
+// attach connects to addr and runs the handshake and the setup; our setup
+// goes out with our last handshake message.
+func (p *provider) attach(ctx context.Context, addr, connID string, secret *rdma.Secret, early bool) (net.Conn, window, error) {
 	nc, err := p.o.dial(ctx, addr)
 	if err != nil {
-		return nil, fmt.Errorf("dial tcp %s: %w: %w", addr, rdma.ErrUnreachable, err)
+		return nil, window{}, fmt.Errorf("dial tcp %s: %w: %w", addr, rdma.ErrUnreachable, err)
 	}
 	tune(nc, &p.o)
-	log := p.o.log.WithFields(logrus.Fields{"provider": Name, "addr": addr, "conn_id": connID})
 	deadline := time.Now().Add(p.o.handshakeTimeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
 	_ = nc.SetDeadline(deadline)
 	stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(aLongTimeAgo) })
-	winMsgs, winBytes, err := func() (int, int, error) {
-		if err := handshake.Client(handshake.StreamConn{RW: nc}, Name, connID, &secret, nil); err != nil {
-			return 0, 0, err
-		}
-		return exchangeSetup(nc, &p.o)
-	}()
+	var win window
+	err = handshake.Client(handshake.StreamConn{RW: nc}, Name, connID, secret, handshake.ClientOptions{
+		Early: early,
+		Then:  func() error { return writeSetup(nc, &p.o) },
+	})
+	if err == nil {
+		win.msgs, win.bytes, err = readSetup(nc)
+	}
 	if !stop() {
 		err = errors.Join(err, ctx.Err())
 	}
@@ -63,11 +83,11 @@ func (p *provider) Dial(ctx context.Context, addr, connID string, secret rdma.Se
 	if err != nil {
 		_ = nc.Close()
 		if ctxErr := ctx.Err(); ctxErr != nil {
-			return nil, fmt.Errorf("dial tcp %s for %q: %w", addr, connID, ctxErr)
+			return nil, window{}, fmt.Errorf("dial tcp %s for %q: %w", addr, connID, ctxErr)
 		}
-		return nil, fmt.Errorf("dial tcp %s for %q: %w", addr, connID, core.DialError(err))
+		return nil, window{}, fmt.Errorf("dial tcp %s for %q: %w", addr, connID, core.DialError(err))
 	}
-	return newChannel(ctx, &p.o, nc, connID, winMsgs, winBytes, log, nil), nil
+	return nc, win, nil
 }
 
 // tune applies the socket options a channel's connection needs.
@@ -85,13 +105,17 @@ func tune(nc net.Conn, o *options) {
 	})
 }
 
-// exchangeSetup sends our window and reads the peer's.
-func exchangeSetup(nc net.Conn, o *options) (int, int, error) {
-	var out, in [setupSize]byte
+// writeSetup sends our receive window.
+func writeSetup(nc net.Conn, o *options) error {
+	var out [setupSize]byte
 	encodeSetup(out[:], o.windowMessages, o.windowBytes)
-	if _, err := nc.Write(out[:]); err != nil {
-		return 0, 0, err
-	}
+	_, err := nc.Write(out[:])
+	return err
+}
+
+// readSetup reads the peer's receive window.
+func readSetup(nc net.Conn) (int, int, error) {
+	var in [setupSize]byte
 	if _, err := io.ReadFull(nc, in[:]); err != nil {
 		return 0, 0, err
 	}
@@ -143,19 +167,21 @@ func (l *listener) serve(nc net.Conn) {
 	tune(nc, &l.p.o)
 	_ = nc.SetDeadline(time.Now().Add(l.p.o.handshakeTimeout))
 	var ticket *core.Ticket
-	connID, err := handshake.Server(handshake.StreamConn{RW: nc}, Name, l.table.Secret, func(id string) error {
-		tk, err := l.table.Admit(id)
+	connID, err := handshake.Server(handshake.StreamConn{RW: nc}, Name, l.table.Secret, func(id string, early bool) error {
+		tk, err := l.table.Admit(id, early)
 		ticket = tk
 		return err
 	}, nil)
 	var winMsgs, winBytes int
 	if err == nil {
-		winMsgs, winBytes, err = exchangeSetup(nc, &l.p.o)
+		if err = writeSetup(nc, &l.p.o); err == nil {
+			winMsgs, winBytes, err = readSetup(nc)
+		}
 	}
 	if err == nil {
 		err = nc.SetDeadline(time.Time{})
 	}
-	if l.acceptor.Handshaken(nc) && err == nil {
+	if err == nil && l.acceptor.Handshaken(nc) {
 		err = fmt.Errorf("listener %w", rdma.ErrClosed)
 	}
 	log := l.log.WithFields(logrus.Fields{"conn_id": connID, "remote": nc.RemoteAddr().String()})
@@ -163,9 +189,7 @@ func (l *listener) serve(nc net.Conn) {
 		if ticket != nil {
 			ticket.Cancel()
 		}
-		l.table.CountHandshakeError(err)
-		log.WithError(err).Warn(core.LogHandshakeFailed)
-		_ = nc.Close()
+		l.acceptor.Fail(nc, log, err)
 		return
 	}
 	ch := newChannel(l.ctx, &l.p.o, nc, connID, winMsgs, winBytes, log, l.table.CountProtocolError)

@@ -92,7 +92,9 @@ func (p *provider) Dial(ctx context.Context, addr, connID string, secret rdma.Se
 	c := newChannel(ctx, &p.o, q, connID, log)
 	c.cm, c.cmDone = cm, make(chan struct{})
 	go c.cmLoop()
-	err = handshake.Client(hsConn{ctx: ctx, c: c, deadline: deadline}, Name, connID, &secret, nil)
+	// The full handshake, without pipelining: the engine's stages expect the
+	// setup after the verdict. (Untested without a device: kept as it ran.)
+	err = handshake.Client(hsConn{ctx: ctx, c: c, deadline: deadline}, Name, connID, &secret, handshake.ClientOptions{})
 	if err == nil {
 		err = c.setup(ctx, deadline)
 	}
@@ -275,8 +277,8 @@ func (l *listener) serve(ctx context.Context, c *channel) {
 	defer l.wg.Done()
 	deadline := time.Now().Add(l.p.o.handshakeTimeout)
 	var ticket *core.Ticket
-	connID, err := handshake.Server(hsConn{ctx: c.ctx, c: c, deadline: deadline}, Name, l.table.Secret, func(id string) error {
-		tk, err := l.table.Admit(id)
+	connID, err := handshake.Server(hsConn{ctx: c.ctx, c: c, deadline: deadline}, Name, l.table.Secret, func(id string, early bool) error {
+		tk, err := l.table.Admit(id, early)
 		ticket = tk
 		if err == nil {
 			c.mu.Lock()
@@ -299,8 +301,7 @@ func (l *listener) serve(ctx context.Context, c *channel) {
 		if ticket != nil {
 			ticket.Cancel()
 		}
-		l.table.CountHandshakeError(err)
-		l.log.WithField("conn_id", connID).WithError(err).Warn(core.LogHandshakeFailed)
+		l.table.HandshakeFailed(l.log.WithField("conn_id", connID), err)
 		_ = c.Close() //nolint:contextcheck // Close has no context; the channel's own bounds the goodbye
 		return
 	}

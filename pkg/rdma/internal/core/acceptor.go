@@ -112,6 +112,33 @@ func (a *Acceptor[C]) Handshaken(c C) (closing bool) {
 	return a.closed
 }
 
+// Fail ends c, whose handshake or setup failed with err: it counts and logs
+// err (see Table.HandshakeFailed) and closes c. Before, if c is still in its
+// handshake, it lets the peer read our refusal: it stops writing and reads
+// what the peer sent until the peer closes, the handshake's deadline or the
+// acceptor's Close, because a dialer's setup goes out before our verdict and
+// a socket closed with unread data resets the connection, which could
+// overtake the refusal.
+func (a *Acceptor[C]) Fail(c C, log logrus.FieldLogger, err error) {
+	a.table.HandshakeFailed(log, err)
+	a.mu.Lock()
+	_, pending := a.pending[c]
+	a.mu.Unlock()
+	if pending {
+		if hc, ok := any(c).(interface {
+			io.Reader
+			CloseWrite() error
+		}); ok && hc.CloseWrite() == nil {
+			_, _ = io.Copy(io.Discard, io.LimitReader(hc, maxDrain))
+		}
+		a.Handshaken(c)
+	}
+	_ = c.Close()
+}
+
+// maxDrain bounds what Fail reads from a failed peer.
+const maxDrain = 64 << 10
+
 // Close stops accepting: it closes the connections in their handshake,
 // calls closeListener (which makes accept fail), and waits for the loop and
 // every serve to return. It returns closeListener's error.

@@ -6,9 +6,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sirupsen/logrus"
+	"github.com/sirupsen/logrus/hooks/test"
 	"go.uber.org/goleak"
 
 	"github.com/tether-mesh/tether/pkg/rdma"
+	"github.com/tether-mesh/tether/pkg/rdma/internal/handshake"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -45,15 +48,15 @@ func TestTableAttachRules(t *testing.T) {
 	if _, ok := tb.Secret("b"); ok {
 		t.Error("Secret(b) found")
 	}
-	if _, err := tb.Admit("b"); !errors.Is(err, rdma.ErrUnknownConnection) {
+	if _, err := tb.Admit("b", false); !errors.Is(err, rdma.ErrUnknownConnection) {
 		t.Errorf("Admit(b): %v", err)
 	}
-	first, err := tb.Admit("a")
+	first, err := tb.Admit("a", true) // the first attach may be early
 	if err != nil {
 		t.Fatal(err)
 	}
 	// While the first attach is being set up, a second one is refused.
-	if _, err := tb.Admit("a"); !errors.Is(err, rdma.ErrAlreadyAttached) {
+	if _, err := tb.Admit("a", false); !errors.Is(err, rdma.ErrAlreadyAttached) {
 		t.Errorf("Admit during setup: %v", err)
 	}
 	ch := newFake()
@@ -64,24 +67,27 @@ func TestTableAttachRules(t *testing.T) {
 		t.Error("a ticket delivered twice")
 	}
 	// Waiting to be accepted, then accepted: still refused.
-	if _, err := tb.Admit("a"); !errors.Is(err, rdma.ErrAlreadyAttached) {
+	if _, err := tb.Admit("a", false); !errors.Is(err, rdma.ErrAlreadyAttached) {
 		t.Errorf("Admit with a pending channel: %v", err)
 	}
 	got, err := ep.Accept(context.Background())
 	if err != nil || got != ch {
 		t.Fatalf("Accept: %v %v", got, err)
 	}
-	if _, err := tb.Admit("a"); !errors.Is(err, rdma.ErrAlreadyAttached) {
+	if _, err := tb.Admit("a", false); !errors.Is(err, rdma.ErrAlreadyAttached) {
 		t.Errorf("Admit with a live channel: %v", err)
 	}
-	// Once the channel ended, the peer may attach again.
+	// Once the channel ended, the peer may attach again, but not early.
 	ch.life.End(rdma.ErrPeerLost)
-	again, err := tb.Admit("a")
+	if _, err := tb.Admit("a", true); !errors.Is(err, handshake.ErrEarlyRefused) {
+		t.Errorf("early Admit after a first channel: %v", err)
+	}
+	again, err := tb.Admit("a", false)
 	if err != nil {
 		t.Fatalf("Admit after the channel ended: %v", err)
 	}
 	again.Cancel()
-	third, err := tb.Admit("a")
+	third, err := tb.Admit("a", false)
 	if err != nil {
 		t.Fatalf("Admit after a cancelled ticket: %v", err)
 	}
@@ -110,7 +116,7 @@ func TestTableAttachRules(t *testing.T) {
 func TestTicketOnClosedEndpoint(t *testing.T) {
 	tb := NewTable()
 	ep, _ := tb.Expect("a", rdma.NewSecret())
-	tk, err := tb.Admit("a")
+	tk, err := tb.Admit("a", false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +130,7 @@ func TestTicketOnClosedEndpoint(t *testing.T) {
 func TestTableClose(t *testing.T) {
 	tb := NewTable()
 	ep, _ := tb.Expect("a", rdma.NewSecret())
-	tk, _ := tb.Admit("a")
+	tk, _ := tb.Admit("a", false)
 	ch := newFake()
 	_ = tk.Deliver(ch)
 	accepted := make(chan error, 1)
@@ -156,10 +162,21 @@ func TestExpectValidates(t *testing.T) {
 	}
 }
 
-func TestCountHandshakeError(t *testing.T) {
+func TestHandshakeFailed(t *testing.T) {
 	tb := NewTable()
-	for _, err := range []error{rdma.ErrAuth, rdma.ErrProtocol, errors.New("eof"), rdma.ErrUnknownConnection, rdma.ErrAlreadyAttached} {
-		tb.CountHandshakeError(err)
+	log, hook := test.NewNullLogger()
+	log.SetLevel(logrus.DebugLevel)
+	for _, err := range []error{rdma.ErrAuth, rdma.ErrProtocol, errors.New("eof"), rdma.ErrUnknownConnection, rdma.ErrAlreadyAttached, handshake.ErrEarlyRefused} {
+		tb.HandshakeFailed(log, err)
+	}
+	warnings := 0
+	for _, e := range hook.AllEntries() {
+		if e.Level == logrus.WarnLevel {
+			warnings++
+		}
+	}
+	if warnings != 5 || len(hook.AllEntries()) != 6 {
+		t.Errorf("%d warnings in %d entries, want 5 in 6 (an early refusal is debug)", warnings, len(hook.AllEntries()))
 	}
 	tb.CountProtocolError()
 	if st := tb.Stats(); st.HandshakeFailures != 3 || st.Rejected != 2 || st.ProtocolErrors != 1 {

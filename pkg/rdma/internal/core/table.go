@@ -7,7 +7,10 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/sirupsen/logrus"
+
 	"github.com/tether-mesh/tether/pkg/rdma"
+	"github.com/tether-mesh/tether/pkg/rdma/internal/handshake"
 )
 
 // Table is the set of connection IDs a listener expects, with their
@@ -62,9 +65,11 @@ func (t *Table) Secret(connID string) (rdma.Secret, bool) {
 
 // Admit reserves connID for a peer that proved the secret. It refuses with
 // ErrAlreadyAttached while another channel for connID works or is being set
-// up, and with ErrUnknownConnection when connID is no longer expected. The
-// caller must either Deliver a channel on the ticket or Cancel it.
-func (t *Table) Admit(connID string) (*Ticket, error) {
+// up, with ErrUnknownConnection when connID is no longer expected, and an
+// early handshake (see package handshake) with handshake.ErrEarlyRefused
+// once connID was admitted before. The caller must either Deliver a channel
+// on the ticket or Cancel it.
+func (t *Table) Admit(connID string, early bool) (*Ticket, error) {
 	t.mu.Lock()
 	ep, ok := t.eps[connID]
 	t.mu.Unlock()
@@ -76,10 +81,12 @@ func (t *Table) Admit(connID string) (*Ticket, error) {
 	switch {
 	case ep.isClosed:
 		return nil, fmt.Errorf("%w: %q", rdma.ErrUnknownConnection, connID)
+	case early && ep.admitted:
+		return nil, fmt.Errorf("%w: %q", handshake.ErrEarlyRefused, connID)
 	case ep.reserved, working(ep.pending), working(ep.live):
 		return nil, fmt.Errorf("%w: %q", rdma.ErrAlreadyAttached, connID)
 	}
-	ep.reserved = true
+	ep.reserved, ep.admitted = true, true
 	return &Ticket{ep: ep}, nil
 }
 
@@ -117,10 +124,22 @@ func DialError(err error) error {
 	return fmt.Errorf("%w: %w", rdma.ErrPeerLost, err)
 }
 
-// CountHandshakeError counts a failed handshake or setup: as Rejected when
-// the peer authenticated (or named an unknown connection ID) and was refused,
-// as a HandshakeFailure otherwise.
-func (t *Table) CountHandshakeError(err error) {
+// HandshakeFailed counts and logs a failed handshake or setup: as Rejected
+// when the peer authenticated (or named an unknown connection ID) and was
+// refused, as a HandshakeFailure otherwise. An early handshake refused
+// because the connection had a channel before is the protocol at work (the
+// dialer tries again with the full handshake): it is logged at debug level
+// and not counted.
+func (t *Table) HandshakeFailed(log logrus.FieldLogger, err error) {
+	if errors.Is(err, handshake.ErrEarlyRefused) {
+		log.WithError(err).Debug("rdma early handshake refused; the dialer falls back to the full handshake")
+		return
+	}
+	t.countHandshakeError(err) // first: a test that saw the log sees the count
+	log.WithError(err).Warn(LogHandshakeFailed)
+}
+
+func (t *Table) countHandshakeError(err error) {
 	if errors.Is(err, rdma.ErrUnknownConnection) || errors.Is(err, rdma.ErrAlreadyAttached) {
 		t.rejected.Add(1)
 		return
@@ -167,6 +186,7 @@ type Endpoint struct {
 	mu       sync.Mutex
 	isClosed bool
 	reserved bool
+	admitted bool         // once: an early handshake is refused from then on
 	pending  rdma.Channel // attached, waiting for Accept
 	live     rdma.Channel // returned by Accept
 	ready    chan struct{}

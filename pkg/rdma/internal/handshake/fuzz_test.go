@@ -19,6 +19,9 @@ func seeds(f *testing.F) {
 		{Type: TypeResponse, Proof: [ProofSize]byte{2}},
 		{Type: TypeResult, Code: CodeOK},
 		{Type: TypeResult, Code: CodeAuth},
+		{Type: TypeEarlyHello, ConnID: "conn-1", Nonce: nonce, Proof: [ProofSize]byte{3}},
+		{Type: TypeAccept, Proof: [ProofSize]byte{4}},
+		{Type: TypeResult, Code: CodeEarlyRefused},
 	} {
 		f.Add(Append(nil, &m), []byte(nil))
 	}
@@ -48,7 +51,7 @@ func FuzzServer(f *testing.F) {
 	f.Fuzz(func(t *testing.T, hello, response []byte) {
 		conn := &scripted{in: [][]byte{hello, response}}
 		admitted := false
-		_, err := Server(conn, "tcp", func(string) (rdma.Secret, bool) { return secret, true }, func(string) error { admitted = true; return nil }, nil)
+		_, err := Server(conn, "tcp", func(string) (rdma.Secret, bool) { return secret, true }, func(string, bool) error { admitted = true; return nil }, nil)
 		if err == nil || admitted {
 			t.Fatalf("a fuzzed dialer was admitted (err %v)", err)
 		}
@@ -61,19 +64,21 @@ func FuzzServer(f *testing.F) {
 }
 
 // FuzzClient: a listener sending anything never crashes the dialer and
-// never makes it accept without proving the secret.
+// never makes it accept without proving the secret, in either exchange.
 func FuzzClient(f *testing.F) {
 	seeds(f)
 	secret := rdma.Secret{4, 5, 6}
 	f.Fuzz(func(t *testing.T, challenge, result []byte) {
-		conn := &scripted{in: [][]byte{challenge, result}}
-		err := Client(conn, "shm", "conn", &secret, nil)
-		if err == nil {
-			t.Fatal("a fuzzed listener was accepted")
-		}
-		if !errors.Is(err, rdma.ErrProtocol) && !errors.Is(err, rdma.ErrAuth) && !errors.Is(err, rdma.ErrUnknownConnection) &&
-			!errors.Is(err, rdma.ErrAlreadyAttached) && !errors.Is(err, rdma.ErrRejected) && err.Error() != "EOF" {
-			t.Fatalf("unclassified error %v", err)
+		for _, early := range []bool{false, true} {
+			conn := &scripted{in: [][]byte{challenge, result}}
+			err := Client(conn, "shm", "conn", &secret, ClientOptions{Early: early})
+			if err == nil {
+				t.Fatalf("a fuzzed listener was accepted (early %v)", early)
+			}
+			if !errors.Is(err, rdma.ErrProtocol) && !errors.Is(err, rdma.ErrAuth) && !errors.Is(err, rdma.ErrUnknownConnection) &&
+				!errors.Is(err, rdma.ErrAlreadyAttached) && !errors.Is(err, rdma.ErrRejected) && !errors.Is(err, ErrEarlyRefused) && err.Error() != "EOF" {
+				t.Fatalf("unclassified error %v", err)
+			}
 		}
 	})
 }

@@ -3,15 +3,37 @@
 // transcript that includes a fresh nonce from the other side, so the secret
 // never crosses the wire and a recorded handshake cannot be replayed.
 //
-// The exchange (the dialer is the client):
+// The full exchange (the dialer is the client) takes two round trips:
 //
 //	client → server  Hello     {connID, client nonce}
 //	server → client  Challenge {server nonce, server proof}   or Result{refusal}
 //	client → server  Response  {client proof}                 or Result{auth}
 //	server → client  Result    {OK or refusal}
 //
-// server proof = HMAC(secret, "tether-rdma/1 server" | provider | connID | client nonce | server nonce)
-// client proof = HMAC(secret, "tether-rdma/1 client" | provider | connID | client nonce | server nonce)
+//	server proof = HMAC(secret, "tether-rdma/1 server" | provider | connID | client nonce | server nonce)
+//	client proof = HMAC(secret, "tether-rdma/1 client" | provider | connID | client nonce | server nonce)
+//
+// The early exchange takes one, for the first channel of a connection:
+//
+//	client → server  EarlyHello {connID, client nonce, early client proof}
+//	server → client  Accept     {early server proof}              or Result{refusal}
+//
+//	early client proof = HMAC(secret, "tether-rdma/1 client-early" | provider | connID | client nonce | zeros)
+//	early server proof = HMAC(secret, "tether-rdma/1 server-early" | provider | connID | client nonce | zeros)
+//
+// Without a server nonce, the server takes an early proof only while no
+// channel was ever admitted for the connection ID (admit is told, and
+// refuses with ErrEarlyRefused afterwards): a secret is minted for each
+// connection, so a recorded EarlyHello is worthless once the connection's
+// first channel attached, and the dialer of a later channel (after a break)
+// falls back to the full exchange. The server's proof still covers the
+// client's fresh nonce, so the dialer knows the listener is live.
+//
+// In both exchanges the dialer may send what follows the handshake (a
+// provider's setup) right after its last handshake message, before the
+// server's verdict (ClientOptions.Then): the server reads it only after it
+// admitted the dialer, and the dialer uses the channel only after it
+// verified the server's proof.
 //
 // Proofs are compared in constant time. The server looks the secret up by the
 // connection ID in Hello, so one listener serves many connection IDs.
@@ -36,8 +58,8 @@ const (
 	// HeaderSize is the size of a message header: magic (2), version (1),
 	// type (1) and body length (2, big endian).
 	HeaderSize = 6
-	// MaxBodySize bounds a message body; the largest is a Hello.
-	MaxBodySize = 1 + rdma.MaxConnIDSize + NonceSize
+	// MaxBodySize bounds a message body; the largest is an EarlyHello.
+	MaxBodySize = 1 + rdma.MaxConnIDSize + NonceSize + ProofSize
 	// MaxMessageSize is the largest encoded message.
 	MaxMessageSize = HeaderSize + MaxBodySize
 	// Version is the protocol version this package speaks.
@@ -55,6 +77,10 @@ const (
 	TypeChallenge Type = 2
 	TypeResponse  Type = 3
 	TypeResult    Type = 4
+	// TypeEarlyHello opens the early exchange: a Hello with the dialer's proof.
+	TypeEarlyHello Type = 5
+	// TypeAccept admits an EarlyHello, with the listener's proof.
+	TypeAccept Type = 6
 )
 
 // Code is the outcome carried by a Result message.
@@ -67,7 +93,15 @@ const (
 	CodeAuth            Code = 2
 	CodeAlreadyAttached Code = 3
 	CodeRejected        Code = 4
+	// CodeEarlyRefused refuses an EarlyHello for a connection that had a
+	// channel before: dial again with the full exchange.
+	CodeEarlyRefused Code = 5
 )
+
+// ErrEarlyRefused is the refusal of an early exchange for a connection ID
+// that had a channel before (see the package documentation). A dialer that
+// gets it dials again with the full exchange; admit returns it to refuse.
+var ErrEarlyRefused = errors.New("early attach refused: the connection had a channel before")
 
 // Message is a decoded handshake message; the fields used depend on Type.
 type Message struct {
@@ -86,9 +120,11 @@ func Append(dst []byte, m *Message) []byte {
 	switch m.Type {
 	case TypeHello:
 		body = 1 + len(m.ConnID) + NonceSize
+	case TypeEarlyHello:
+		body = 1 + len(m.ConnID) + NonceSize + ProofSize
 	case TypeChallenge:
 		body = NonceSize + ProofSize
-	case TypeResponse:
+	case TypeResponse, TypeAccept:
 		body = ProofSize
 	case TypeResult:
 		body = 1
@@ -96,14 +132,17 @@ func Append(dst []byte, m *Message) []byte {
 	dst = append(dst, magic[0], magic[1], Version, byte(m.Type))
 	dst = binary.BigEndian.AppendUint16(dst, uint16(body))
 	switch m.Type {
-	case TypeHello:
+	case TypeHello, TypeEarlyHello:
 		dst = append(dst, byte(len(m.ConnID)))
 		dst = append(dst, m.ConnID...)
 		dst = append(dst, m.Nonce[:]...)
+		if m.Type == TypeEarlyHello {
+			dst = append(dst, m.Proof[:]...)
+		}
 	case TypeChallenge:
 		dst = append(dst, m.Nonce[:]...)
 		dst = append(dst, m.Proof[:]...)
-	case TypeResponse:
+	case TypeResponse, TypeAccept:
 		dst = append(dst, m.Proof[:]...)
 	case TypeResult:
 		dst = append(dst, byte(m.Code))
@@ -142,25 +181,32 @@ func Decode(b []byte) (*Message, error) {
 	}
 	m := &Message{Type: t}
 	switch t {
-	case TypeHello:
+	case TypeHello, TypeEarlyHello:
 		if n < 1 {
 			return nil, fmt.Errorf("%w: empty hello", errMalformed)
 		}
 		idLen := int(body[0])
-		if idLen == 0 || n != 1+idLen+NonceSize {
+		want := 1 + idLen + NonceSize
+		if t == TypeEarlyHello {
+			want += ProofSize
+		}
+		if idLen == 0 || n != want {
 			return nil, fmt.Errorf("%w: hello with connection ID of %d bytes in %d", errMalformed, idLen, n)
 		}
 		m.ConnID = string(body[1 : 1+idLen])
 		copy(m.Nonce[:], body[1+idLen:])
+		if t == TypeEarlyHello {
+			copy(m.Proof[:], body[1+idLen+NonceSize:])
+		}
 	case TypeChallenge:
 		if n != NonceSize+ProofSize {
 			return nil, fmt.Errorf("%w: challenge of %d bytes", errMalformed, n)
 		}
 		copy(m.Nonce[:], body)
 		copy(m.Proof[:], body[NonceSize:])
-	case TypeResponse:
+	case TypeResponse, TypeAccept:
 		if n != ProofSize {
-			return nil, fmt.Errorf("%w: response of %d bytes", errMalformed, n)
+			return nil, fmt.Errorf("%w: message type %d of %d bytes", errMalformed, t, n)
 		}
 		copy(m.Proof[:], body)
 	case TypeResult:
@@ -168,7 +214,7 @@ func Decode(b []byte) (*Message, error) {
 			return nil, fmt.Errorf("%w: result of %d bytes", errMalformed, n)
 		}
 		m.Code = Code(body[0])
-		if m.Code > CodeRejected {
+		if m.Code > CodeEarlyRefused {
 			return nil, fmt.Errorf("%w: result code %d", errMalformed, m.Code)
 		}
 	default:
@@ -237,6 +283,8 @@ func codeError(c Code) error {
 		return rdma.ErrAuth
 	case CodeAlreadyAttached:
 		return rdma.ErrAlreadyAttached
+	case CodeEarlyRefused:
+		return ErrEarlyRefused
 	default:
 		return rdma.ErrRejected
 	}
@@ -250,6 +298,8 @@ func errorCode(err error) Code {
 		return CodeAuth
 	case errors.Is(err, rdma.ErrAlreadyAttached):
 		return CodeAlreadyAttached
+	case errors.Is(err, ErrEarlyRefused):
+		return CodeEarlyRefused
 	default:
 		return CodeRejected
 	}
@@ -283,12 +333,29 @@ func readExpect(conn Conn, buf []byte, want Type) (*Message, error) {
 	return m, nil
 }
 
+// ClientOptions configure Client.
+type ClientOptions struct {
+	// Early runs the early exchange (one round trip), which a listener
+	// takes only for a connection's first channel; it refuses the others
+	// with ErrEarlyRefused.
+	Early bool
+	// Then, if set, runs once the dialer's last handshake message is
+	// written, before the server's verdict is read: a provider sends its
+	// setup there, so that it travels with the handshake. The listener
+	// reads it only after it admitted the dialer; the dialer must not trust
+	// anything of the listener's before Client returned nil.
+	Then func() error
+	// Rand supplies nonces (crypto/rand when nil).
+	Rand io.Reader
+}
+
 // Client runs the dialer's side of the handshake on conn. It returns nil
-// once the server accepted the channel, or an error wrapping ErrAuth (the
-// server could not prove the secret, or refused ours), ErrUnknownConnection,
-// ErrAlreadyAttached, ErrRejected or ErrProtocol. rnd supplies nonces
-// (crypto/rand when nil).
-func Client(conn Conn, provider, connID string, secret *rdma.Secret, rnd io.Reader) error {
+// once the server proved the secret and accepted the channel, or an error
+// wrapping ErrAuth (the server could not prove the secret, or refused
+// ours), ErrUnknownConnection, ErrAlreadyAttached, ErrRejected,
+// ErrEarlyRefused or ErrProtocol, or the error of o.Then.
+func Client(conn Conn, provider, connID string, secret *rdma.Secret, o ClientOptions) error {
+	rnd := o.Rand
 	if rnd == nil {
 		rnd = rand.Reader
 	}
@@ -296,9 +363,26 @@ func Client(conn Conn, provider, connID string, secret *rdma.Secret, rnd io.Read
 	if _, err := io.ReadFull(rnd, hello.Nonce[:]); err != nil {
 		return fmt.Errorf("handshake nonce: %w", err)
 	}
+	var zero [NonceSize]byte
+	if o.Early {
+		hello.Type = TypeEarlyHello
+		hello.Proof = proof(secret, "client-early", provider, connID, &hello.Nonce, &zero)
+	}
 	buf := make([]byte, MaxMessageSize)
 	if err := conn.WriteMsg(Append(buf[:0], &hello)); err != nil {
 		return err
+	}
+	if o.Early {
+		thenErr := then(o.Then)
+		acc, err := readExpect(conn, buf, TypeAccept)
+		if err != nil {
+			return err // a refusal explains a failed Then better than Then's error
+		}
+		want := proof(secret, "server-early", provider, connID, &hello.Nonce, &zero)
+		if !hmac.Equal(want[:], acc.Proof[:]) {
+			return fmt.Errorf("%w: the listener could not prove the connection's secret", rdma.ErrAuth)
+		}
+		return thenErr
 	}
 	ch, err := readExpect(conn, buf, TypeChallenge)
 	if err != nil {
@@ -314,6 +398,7 @@ func Client(conn Conn, provider, connID string, secret *rdma.Secret, rnd io.Read
 	if err := conn.WriteMsg(Append(buf[:0], &resp)); err != nil {
 		return err
 	}
+	thenErr := then(o.Then)
 	raw, err := conn.ReadMsg(buf)
 	if err != nil {
 		return protocolError(err)
@@ -328,24 +413,40 @@ func Client(conn Conn, provider, connID string, secret *rdma.Secret, rnd io.Read
 	if res.Code != CodeOK {
 		return codeError(res.Code)
 	}
-	return nil
+	return thenErr
 }
 
-// Server runs the listener's side of the handshake on conn. lookup returns
-// the secret expected for a connection ID; admit is called once the client
-// proved the secret and may refuse the channel (for example with
-// ErrAlreadyAttached); when admit returns nil the server answers OK. Server
+func then(f func() error) error {
+	if f == nil {
+		return nil
+	}
+	return f()
+}
+
+// Server runs the listener's side of the handshake on conn, in whichever
+// exchange the dialer opened. lookup returns the secret expected for a
+// connection ID; admit is called once the client proved the secret, with
+// early set for the early exchange, and may refuse the channel (for example
+// with ErrAlreadyAttached, or ErrEarlyRefused for a connection that had a
+// channel before); when admit returns nil the server accepts. Server
 // returns the authenticated connection ID, or an error wrapping
 // ErrUnknownConnection, ErrAuth, ErrProtocol or admit's error; the client
 // has been told the outcome whenever the connection still worked.
-func Server(conn Conn, provider string, lookup func(connID string) (rdma.Secret, bool), admit func(connID string) error, rnd io.Reader) (string, error) {
+func Server(conn Conn, provider string, lookup func(connID string) (rdma.Secret, bool), admit func(connID string, early bool) error, rnd io.Reader) (string, error) {
 	if rnd == nil {
 		rnd = rand.Reader
 	}
 	buf := make([]byte, MaxMessageSize)
-	hello, err := readExpect(conn, buf, TypeHello)
+	raw, err := conn.ReadMsg(buf)
 	if err != nil {
-		return "", err
+		return "", protocolError(err)
+	}
+	hello, err := Decode(raw)
+	if err != nil {
+		return "", protocolError(err)
+	}
+	if hello.Type != TypeHello && hello.Type != TypeEarlyHello {
+		return "", fmt.Errorf("%w: handshake message type %d, want a hello", rdma.ErrProtocol, hello.Type)
 	}
 	refuse := func(err error) (string, error) {
 		_ = conn.WriteMsg(Append(buf[:0], &Message{Type: TypeResult, Code: errorCode(err)}))
@@ -354,6 +455,21 @@ func Server(conn Conn, provider string, lookup func(connID string) (rdma.Secret,
 	secret, ok := lookup(hello.ConnID)
 	if !ok {
 		return refuse(fmt.Errorf("%w: %q", rdma.ErrUnknownConnection, hello.ConnID))
+	}
+	if hello.Type == TypeEarlyHello {
+		var zero [NonceSize]byte
+		want := proof(&secret, "client-early", provider, hello.ConnID, &hello.Nonce, &zero)
+		if !hmac.Equal(want[:], hello.Proof[:]) {
+			return refuse(fmt.Errorf("%w: the dialer of %q could not prove the connection's secret", rdma.ErrAuth, hello.ConnID))
+		}
+		if err := admit(hello.ConnID, true); err != nil {
+			return refuse(err)
+		}
+		acc := Message{Type: TypeAccept, Proof: proof(&secret, "server-early", provider, hello.ConnID, &hello.Nonce, &zero)}
+		if err := conn.WriteMsg(Append(buf[:0], &acc)); err != nil {
+			return hello.ConnID, err
+		}
+		return hello.ConnID, nil
 	}
 	ch := Message{Type: TypeChallenge}
 	if _, err := io.ReadFull(rnd, ch.Nonce[:]); err != nil {
@@ -371,7 +487,7 @@ func Server(conn Conn, provider string, lookup func(connID string) (rdma.Secret,
 	if !hmac.Equal(want[:], resp.Proof[:]) {
 		return refuse(fmt.Errorf("%w: the dialer of %q could not prove the connection's secret", rdma.ErrAuth, hello.ConnID))
 	}
-	if err := admit(hello.ConnID); err != nil {
+	if err := admit(hello.ConnID, false); err != nil {
 		return refuse(err)
 	}
 	if err := conn.WriteMsg(Append(buf[:0], &Message{Type: TypeResult, Code: CodeOK})); err != nil {
