@@ -6,39 +6,39 @@ import (
 
 	"github.com/tether-mesh/tether/pkg/call"
 	"github.com/tether-mesh/tether/pkg/rdma"
+	"github.com/tether-mesh/tether/pkg/rdma/rdmatest"
 )
 
 // BenchmarkCall compares, over inproc channels, a call of 64 bytes to an
-// echo handler with a bare round trip of the same payload to an echo loop:
-// the difference is what Caller and Serve cost (compare with benchstat
-// -col /kind).
+// echo handler with a bare round trip of the same payload to an echo loop,
+// measured by the channels' own benchmark (rdmatest.ChannelPingPong): the
+// difference is what Caller and Serve cost (compare with benchstat -col
+// /kind). kind=call appends the answers to one buffer (AppendCall);
+// kind=call-new gets each answer in a new slice (Call).
 func BenchmarkCall(b *testing.B) {
 	payload := make([]byte, 64)
 	b.Run("kind=bare", func(b *testing.B) {
+		client, server := inprocPair(b, 0)
+		rdmatest.ChannelPingPong(b, client, server, len(payload))
+	})
+	echo := func(_ context.Context, req *call.Request) ([]byte, error) { return req.Payload, nil }
+	b.Run("kind=call", func(b *testing.B) {
 		ctx := context.Background()
-		ch := serveInproc(b, func(ctx context.Context, srv rdma.Channel) {
-			var m rdma.Message
-			for srv.Recv(ctx, &m) == nil {
-				if _, err := srv.Send(ctx, &rdma.Message{Payload: m.Payload}); err != nil {
-					return
-				}
-			}
-		})
-		var out, in rdma.Message
-		out.Payload = payload
+		ch := serveInproc(b, func(ctx context.Context, srv rdma.Channel) { _ = call.Serve(ctx, srv, echo, quiet) })
+		c := call.NewCaller(quiet)
+		defer c.Close()
+		c.Bind(ch, nil)
+		reply := make([]byte, 0, len(payload))
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := ch.Send(ctx, &out); err != nil {
-				b.Fatal(err)
-			}
-			if err := ch.Recv(ctx, &in); err != nil {
+			var err error
+			if reply, err = c.AppendCall(ctx, reply[:0], nil, payload); err != nil {
 				b.Fatal(err)
 			}
 		}
 	})
-	b.Run("kind=call", func(b *testing.B) {
+	b.Run("kind=call-new", func(b *testing.B) {
 		ctx := context.Background()
-		echo := func(_ context.Context, req *call.Request) ([]byte, error) { return req.Payload, nil }
 		ch := serveInproc(b, func(ctx context.Context, srv rdma.Channel) { _ = call.Serve(ctx, srv, echo, quiet) })
 		c := call.NewCaller(quiet)
 		defer c.Close()

@@ -35,7 +35,8 @@ type member struct {
 	t        *testing.T
 	listener rdma.Listener
 	mu       sync.Mutex
-	seen     []string // "payload" or "payload (retry)"
+	seen     []string      // "payload" or "payload (retry)"
+	more     chan struct{} // takes a token when seen grows
 	gate     chan struct{}
 }
 
@@ -46,7 +47,7 @@ func newMember(t *testing.T) *member {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = l.Close() })
-	return &member{t: t, listener: l}
+	return &member{t: t, listener: l, more: make(chan struct{}, 1)}
 }
 
 func (m *member) handle(ctx context.Context, req *call.Request) ([]byte, error) {
@@ -61,6 +62,10 @@ func (m *member) handle(ctx context.Context, req *call.Request) ([]byte, error) 
 	m.seen = append(m.seen, s)
 	gate := m.gate
 	m.mu.Unlock()
+	select {
+	case m.more <- struct{}{}:
+	default:
+	}
 	if gate != nil {
 		select {
 		case <-gate:
@@ -72,6 +77,22 @@ func (m *member) handle(ctx context.Context, req *call.Request) ([]byte, error) 
 		return nil, errors.New("refused")
 	}
 	return append([]byte("echo:"+string(req.Header)+":"), req.Payload...), nil
+}
+
+// waitCalls waits until the handler saw n messages, or ctx ends: a
+// message is acknowledged when the member receives it, before the handler
+// records it.
+func (m *member) waitCalls(ctx context.Context, n int) []string {
+	for {
+		if seen := m.calls(); len(seen) >= n {
+			return seen
+		}
+		select {
+		case <-m.more:
+		case <-ctx.Done():
+			return m.calls()
+		}
+	}
 }
 
 func (m *member) calls() []string {
@@ -163,7 +184,7 @@ func TestCallsAndSends(t *testing.T) {
 	if err := c.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := fmt.Sprint(m.calls()); got != "[ping  fail note (one-way)]" {
+	if got := fmt.Sprint(m.waitCalls(ctx, 4)); got != "[ping  fail note (one-way)]" {
 		t.Fatalf("member saw %s", got)
 	}
 	if _, err := c.Call(ctx, make([]byte, call.MaxHeaderSize+1), nil); err == nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 
 	"github.com/sirupsen/logrus"
 
@@ -13,19 +14,32 @@ import (
 // ErrClosed is returned by a Caller's calls after Close.
 var ErrClosed = errors.New("call: caller closed")
 
-// maxSpare bounds how many finished pendings a Caller keeps for reuse.
-const maxSpare = 16
+// maxSpare bounds how many finished pendings a Caller keeps for reuse, and
+// maxSpareBuf the request buffer a kept pending keeps.
+const (
+	maxSpare    = 16
+	maxSpareBuf = 64 << 10
+)
+
+// copyUnlocked is the payload size from which Call copies a payload with
+// c.mu released.
+const copyUnlocked = 4 << 10
 
 // pending is a call waiting for its answer. Call fills msg before it
 // registers the call and nothing writes it afterwards (sendAgain copies it
-// while the call may be sending it too); out is the calling goroutine's own.
-// The other fields are guarded by Caller.mu.
+// while the call may be sending it too); out, seq and dst are the calling
+// goroutine's own. The other fields are guarded by Caller.mu.
 type pending struct {
 	id  uint64       // the correlation ID
-	msg rdma.Message // header and a copy of the payload (one buffer), kept for sending again
+	msg rdma.Message // header and a copy of the payload (in buf), kept for sending again
+	buf []byte       // the request buffer, kept with the pending when no channel refers to it
 	// out is what the calling goroutine hands to Send, which writes into
-	// it; being a field, it does not make every send allocate.
+	// it; being a field, it does not make every send allocate. seq is the
+	// sequence number of that send.
 	out rdma.Message
+	seq uint64
+	// dst is where the answer is appended (AppendCall's buffer).
+	dst []byte
 	// sentOn is the channel that carries the call; nil when the next
 	// channel must take it.
 	sentOn   rdma.Channel
@@ -33,9 +47,11 @@ type pending struct {
 	answered bool
 	reply    []byte
 	err      error
-	// resent is set when Bind handed the call to sendAgain, which may still
-	// refer to it after the call returned: such a pending is not reused.
-	resent bool
+	// pinned is set when a channel other than sentOn, or a goroutine other
+	// than the call's, may still refer to the pending or its buffer: when
+	// the call was sent more than once, or Bind moved it to a new channel.
+	// A pinned pending is left to the garbage collector.
+	pinned bool
 	// wake takes a token (it has room for one) when the answer arrives or
 	// when the call, following, should look whether it can read; the call
 	// then looks at the state again, so a token it does not need only
@@ -156,13 +172,16 @@ func (l *followers) remove(p *pending) {
 type Caller struct {
 	log *logrus.Entry
 
-	mu        sync.Mutex
-	ch        rdma.Channel
-	changed   chan struct{} // closed when ch changes or the caller closes
-	closed    bool
-	nextID    uint64
-	pending   calls
-	reading   bool       // a call reads the channel
+	mu      sync.Mutex
+	ch      rdma.Channel
+	changed chan struct{} // closed when ch changes or the caller closes
+	closed  bool
+	nextID  uint64
+	pending calls
+	// reading is set while a call reads the channel. It is given up with
+	// c.mu held, and taken with c.mu held or, by a call that has just
+	// sent, without it (see wait).
+	reading   atomic.Bool
 	followers followers  // calls waiting for the reader to stop
 	spare     []*pending // finished calls' pendings, for the next calls
 
@@ -202,9 +221,9 @@ func (c *Caller) Bind(ch, old rdma.Channel) {
 		switch {
 		case p.answered:
 		case old != nil && p.sentOn == old && replayed[p.id]:
-			p.sentOn = ch
+			p.sentOn, p.pinned = ch, true
 		case p.sentOn != nil: // sent, never answered: again, as a retry
-			p.sentOn, p.resent = ch, true
+			p.sentOn, p.pinned = ch, true
 			resend = append(resend, p)
 		}
 	})
@@ -241,29 +260,54 @@ func (c *Caller) unsent(p *pending, ch rdma.Channel) {
 }
 
 // Call sends payload with header and waits for the answer until ctx ends.
-// It copies payload: the caller may reuse it once Call returns.
+// It copies payload: the caller may reuse it once Call returns. The answer
+// is a new slice; AppendCall puts it in the caller's buffer instead.
 func (c *Caller) Call(ctx context.Context, header, payload []byte) ([]byte, error) {
+	return c.AppendCall(ctx, nil, header, payload)
+}
+
+// AppendCall is Call appending the answer to dst; it returns the extended
+// buffer, or dst and the error. With a dst of enough capacity, a call
+// allocates nothing.
+func (c *Caller) AppendCall(ctx context.Context, dst, header, payload []byte) ([]byte, error) {
 	if len(header) > MaxHeaderSize {
-		return nil, errors.New("call: header too large")
+		return dst, errors.New("call: header too large")
 	}
-	// One buffer holds the header and the copy of the payload. It is not
-	// reused: a channel, or the one that replays it after a move, may refer
-	// to it for as long as the call is unacknowledged there.
+	// One buffer holds the header and the copy of the payload. A channel
+	// may refer to it until it acknowledges the call: the pending keeps it
+	// for the next call only if it has (see finish).
 	n := prefixSize + len(header)
-	buf := make([]byte, n+len(payload))
-	copy(buf[n:], payload)
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		return nil, ErrClosed
+		return dst, ErrClosed
+	}
+	p := c.newPendingLocked()
+	if cap(p.buf) < n+len(payload) {
+		p.buf = make([]byte, n+len(payload))
+	}
+	buf := p.buf[:n+len(payload)]
+	if len(payload) < copyUnlocked {
+		copy(buf[n:], payload)
+	} else {
+		c.mu.Unlock()
+		copy(buf[n:], payload)
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return dst, ErrClosed
+		}
 	}
 	c.nextID++
-	p := c.newPendingLocked()
-	p.id = c.nextID
+	p.id, p.dst = c.nextID, dst
 	p.msg.Header, _ = encode(buf[:0:n], KindCall, p.id, header)
 	p.msg.Payload = buf[n:]
 	c.pending.add(p)
-	return c.wait(ctx, p)
+	reply, err := c.wait(ctx, p)
+	if err != nil {
+		return dst, err
+	}
+	return reply, nil
 }
 
 // newPendingLocked returns a spare pending or a new one. c.mu is held.
@@ -285,6 +329,13 @@ func (c *Caller) newPendingLocked() *pending {
 // A call that was woken to read but does something else first (sends, or
 // waits for a channel) wakes the next follower instead (handOffLocked), so
 // that answers are read while it blocks.
+//
+// A call that has just sent takes the reader's place without c.mu when it
+// is free, and then reads at once unless its wake channel holds a token: a
+// call answered by another reader has one, since the answer's reader gives
+// it one (signal) and nobody else takes it. Followers decide, and readers
+// give up their place, with c.mu held, so that a follower is woken by the
+// reader it saw.
 func (c *Caller) wait(ctx context.Context, p *pending) ([]byte, error) {
 	for {
 		switch {
@@ -304,11 +355,27 @@ func (c *Caller) wait(ctx context.Context, p *pending) ([]byte, error) {
 			p.out = p.msg
 			if p.tried { // it may have gone out before: a retry
 				p.out.Flags |= rdma.FlagRetry
+				p.pinned = true
 			}
 			p.sentOn, p.tried = ch, true
 			c.handOffLocked()
 			c.mu.Unlock()
-			_, err := ch.Send(ctx, &p.out)
+			seq, err := ch.Send(ctx, &p.out)
+			p.seq = seq
+			if err == nil && c.reading.CompareAndSwap(false, true) {
+				select {
+				case <-p.wake: // perhaps answered: look under c.mu
+					c.mu.Lock()
+					c.stopReadingLocked()
+				default:
+					if err := c.read(ctx, ch, p); err != nil { // returns with c.mu held
+						if err := c.readFailed(ctx, p, changed); err != nil {
+							return c.finish(p, err)
+						}
+					}
+				}
+				continue
+			}
 			c.mu.Lock()
 			if err == nil {
 				continue
@@ -325,15 +392,10 @@ func (c *Caller) wait(ctx context.Context, p *pending) ([]byte, error) {
 				return c.finish(p, err)
 			}
 
-		case !c.reading:
-			c.reading = true
+		case c.reading.CompareAndSwap(false, true):
 			c.mu.Unlock()
 			if err := c.read(ctx, ch, p); err != nil { // returns with c.mu held
-				if ctx.Err() != nil {
-					return c.finish(p, ctx.Err())
-				}
-				// The channel ended: wait for the next one.
-				if err := c.await(ctx, p, changed); err != nil {
+				if err := c.readFailed(ctx, p, changed); err != nil {
 					return c.finish(p, err)
 				}
 			}
@@ -359,6 +421,15 @@ func (c *Caller) wait(ctx context.Context, p *pending) ([]byte, error) {
 	}
 }
 
+// readFailed handles a failed read: ctx's error if ctx ended, else the
+// channel ended and p waits for the next one. c.mu is held.
+func (c *Caller) readFailed(ctx context.Context, p *pending, changed <-chan struct{}) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return c.await(ctx, p, changed)
+}
+
 // await releases c.mu until changed is closed, p is signalled or ctx ends,
 // and takes it again; it returns ctx's error if ctx ended.
 func (c *Caller) await(ctx context.Context, p *pending, changed <-chan struct{}) error {
@@ -378,6 +449,10 @@ func (c *Caller) await(ctx context.Context, p *pending, changed <-chan struct{})
 // finish ends p's call: with its answer if err is nil, else with err. It
 // forgets the call, lets the next follower read if nobody does, keeps p for
 // reuse when nobody else may refer to it, and releases c.mu.
+//
+// p's buffer goes with it when the channel that carried it acknowledged
+// it: a channel refers to what it sent only until then, and its Unacked
+// copies what it returns, taken atomically with Acked.
 func (c *Caller) finish(p *pending, err error) ([]byte, error) {
 	var reply []byte
 	if err == nil {
@@ -386,14 +461,18 @@ func (c *Caller) finish(p *pending, err error) ([]byte, error) {
 	c.pending.remove(p)
 	c.followers.remove(p)
 	c.handOffLocked()
-	if !p.resent && len(c.spare) < maxSpare {
+	if !p.pinned && len(c.spare) < maxSpare {
 		if p.signalled {
 			select {
 			case <-p.wake: // a token it did not take
 			default:
 			}
 		}
-		*p = pending{wake: p.wake}
+		buf := p.buf
+		if cap(buf) > maxSpareBuf || p.sentOn == nil || p.seq == 0 || p.sentOn.Acked() < p.seq {
+			buf = nil
+		}
+		*p = pending{wake: p.wake, buf: buf}
 		c.spare = append(c.spare, p)
 	}
 	c.mu.Unlock()
@@ -403,7 +482,7 @@ func (c *Caller) finish(p *pending, err error) ([]byte, error) {
 // handOffLocked wakes the oldest follower when nobody reads, so that it
 // reads in turn; if it leaves instead, it hands off again. c.mu is held.
 func (c *Caller) handOffLocked() {
-	if !c.reading && c.followers.head != nil {
+	if !c.reading.Load() && c.followers.head != nil {
 		c.followers.head.signal()
 	}
 }
@@ -425,21 +504,32 @@ func (c *Caller) read(ctx context.Context, ch rdma.Channel, p *pending) error {
 			continue
 		}
 		// The answer becomes the application's, and c.in is read into
-		// again: copy it, before taking the lock.
-		var reply []byte
+		// again: copy it. p's own answer is copied before taking the lock:
+		// p is not answered yet (the reader would have stopped) and nobody
+		// but its reader answers it. Another call's dst is looked up with
+		// the lock held.
 		var rerr error
 		if kind == KindError {
 			rerr = &RemoteError{Message: string(c.in.Payload)}
-		} else {
-			reply = append([]byte(nil), c.in.Payload...)
+		}
+		if id == p.id {
+			reply := p.dst
+			if rerr == nil {
+				reply = append(reply, c.in.Payload...)
+			}
+			c.mu.Lock()
+			p.answered, p.reply, p.err = true, reply, rerr
+			c.stopReadingLocked()
+			return nil
 		}
 		c.mu.Lock()
 		// An answer that finds no call is for a call sent twice, or given up.
 		if q := c.pending.get(id); q != nil && !q.answered {
-			q.answered, q.reply, q.err = true, reply, rerr
-			if q != p {
-				q.signal()
+			q.answered, q.err = true, rerr
+			if rerr == nil {
+				q.reply = append(q.dst, c.in.Payload...) //nolint:gocritic // q.dst stays the caller's buffer as given
 			}
+			q.signal()
 		}
 		if p.answered || c.closed || c.ch != ch {
 			c.stopReadingLocked()
@@ -451,7 +541,7 @@ func (c *Caller) read(ctx context.Context, ch rdma.Channel, p *pending) error {
 
 // stopReadingLocked gives up the reader's place. c.mu is held.
 func (c *Caller) stopReadingLocked() {
-	c.reading = false
+	c.reading.Store(false)
 	c.handOffLocked()
 }
 

@@ -282,6 +282,14 @@ func (cn *Conn) CallWithHeader(ctx context.Context, header, payload []byte) ([]b
 	return reply, cn.explain(err)
 }
 
+// AppendCall is CallWithHeader appending the answer to dst (header may be
+// nil): it returns the extended buffer, or dst and the error. Reusing one
+// buffer, calls allocate nothing.
+func (cn *Conn) AppendCall(ctx context.Context, dst, header, payload []byte) ([]byte, error) {
+	reply, err := cn.caller.AppendCall(ctx, dst, header, payload)
+	return reply, cn.explain(err)
+}
+
 // explain adds, to a call that ran out of time while the connection was
 // down, why it was down: a clear error rather than a bare deadline.
 func (cn *Conn) explain(err error) error {

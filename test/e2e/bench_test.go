@@ -13,6 +13,7 @@ import (
 	"github.com/tether-mesh/tether/pkg/client"
 	"github.com/tether-mesh/tether/pkg/member"
 	"github.com/tether-mesh/tether/pkg/rdma"
+	"github.com/tether-mesh/tether/pkg/rdma/rdmatest"
 	"github.com/tether-mesh/tether/pkg/sandbox"
 	"github.com/tether-mesh/tether/pkg/view/membership"
 )
@@ -70,11 +71,13 @@ func BenchmarkConnectClose(b *testing.B) {
 }
 
 // BenchmarkCall compares a call over an established connection with a bare
-// round trip of the same provider, in one run: kind=bare is a ping-pong of
-// 64-byte messages with an echo loop, kind=call the same payload through
-// the client library's Call to a member's handler. The member and the bare
-// echo both run in this process, so that both measure the same hops;
-// compare with benchstat -col /kind.
+// round trip of the same provider, in one run: kind=bare is the channels'
+// own ping-pong benchmark (rdmatest.ChannelPingPong, 64-byte messages and an
+// echo loop), kind=call the same payload through the client library's
+// AppendCall to a member's handler, kind=call-new through Call, which
+// returns each answer in a new slice. The member and the bare echo both run
+// in this process, so that both measure the same hops; compare with
+// benchstat -col /kind.
 func BenchmarkCall(b *testing.B) {
 	for _, p := range providers {
 		b.Run(p.name, func(b *testing.B) {
@@ -89,24 +92,22 @@ func BenchmarkCall(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer conn.Close(ctx)
-			bare, stop := bareEcho(b, p.make())
-			defer stop()
 
 			payload := make([]byte, 64)
 			b.Run("kind=bare", func(b *testing.B) {
-				var out, in rdma.Message
-				out.Payload = payload
+				client, server := rdmatest.Pair(b, p.make(), bareAddr(p.name))
+				rdmatest.ChannelPingPong(b, client, server, len(payload))
+			})
+			b.Run("kind=call", func(b *testing.B) {
+				reply := make([]byte, 0, len(payload))
 				b.ReportAllocs()
 				for b.Loop() {
-					if _, err := bare.Send(ctx, &out); err != nil {
-						b.Fatal(err)
-					}
-					if err := bare.Recv(ctx, &in); err != nil {
+					if reply, err = conn.AppendCall(ctx, reply[:0], nil, payload); err != nil {
 						b.Fatal(err)
 					}
 				}
 			})
-			b.Run("kind=call", func(b *testing.B) {
+			b.Run("kind=call-new", func(b *testing.B) {
 				b.ReportAllocs()
 				for b.Loop() {
 					if _, err := conn.Call(ctx, payload); err != nil {
@@ -118,6 +119,14 @@ func BenchmarkCall(b *testing.B) {
 	}
 }
 
+// bareAddr is the listening address the bare round trip of a provider uses.
+func bareAddr(provider string) string {
+	if provider == "tcp" {
+		return "127.0.0.1:0"
+	}
+	return ""
+}
+
 // echoMember runs a member in this process whose handler only echoes.
 func echoMember(b *testing.B, sb *sandbox.Sandbox, fwd *sandbox.Forwarder, p rdma.Provider) {
 	b.Helper()
@@ -125,10 +134,7 @@ func echoMember(b *testing.B, sb *sandbox.Sandbox, fwd *sandbox.Forwarder, p rdm
 	if err != nil {
 		b.Fatal(err)
 	}
-	addr := ""
-	if p.Name() == "tcp" {
-		addr = "127.0.0.1:0"
-	}
+	addr := bareAddr(p.Name())
 	quiet := logrus.New()
 	quiet.SetOutput(io.Discard)
 	m, err := member.Start(sb.Context(), member.Config{
@@ -144,49 +150,6 @@ func echoMember(b *testing.B, sb *sandbox.Sandbox, fwd *sandbox.Forwarder, p rdm
 		_ = m.Stop(context.Background())
 		_ = views.Close()
 	})
-}
-
-// bareEcho opens a channel of provider p to an echo loop in this process.
-func bareEcho(b *testing.B, p rdma.Provider) (rdma.Channel, func()) {
-	b.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	addr := ""
-	if p.Name() == "tcp" {
-		addr = "127.0.0.1:0"
-	}
-	l, err := p.Listen(ctx, addr)
-	if err != nil {
-		b.Fatal(err)
-	}
-	secret := rdma.NewSecret()
-	ep, err := l.Expect("bare", secret)
-	if err != nil {
-		b.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		srv, err := ep.Accept(ctx)
-		if err != nil {
-			return
-		}
-		var m rdma.Message
-		for srv.Recv(ctx, &m) == nil {
-			if _, err := srv.Send(ctx, &rdma.Message{Payload: m.Payload}); err != nil {
-				return
-			}
-		}
-	}()
-	ch, err := p.Dial(ctx, l.Addr(), "bare", secret)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return ch, func() {
-		_ = ch.Close()
-		cancel()
-		<-done
-		_ = l.Close()
-	}
 }
 
 // BenchmarkHeal measures, for one connection, the time from its member's

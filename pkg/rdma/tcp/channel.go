@@ -119,12 +119,16 @@ type channel struct {
 	bgHolds       bool
 	preempt       bool
 	deadlineArmed bool
-	gen           uint64
-	notify        core.Notifier
-	localClosed   bool
-	violation     error // the peer broke the protocol: nothing more is delivered
-	stopped       bool
-	idleWG        sync.WaitGroup
+	// holdDone is the Done channel of the context the token holder waits
+	// with; watchDone and watchStop the context registration (watchLocked).
+	holdDone    <-chan struct{}
+	watchDone   <-chan struct{}
+	watchStop   func() bool
+	notify      core.Notifier
+	localClosed bool
+	violation   error // the peer broke the protocol: nothing more is delivered
+	stopped     bool
+	idleWG      sync.WaitGroup
 
 	// owned by the token holder
 	rbuf       []byte
@@ -537,9 +541,9 @@ func (c *channel) Recv(ctx context.Context, m *rdma.Message) error {
 		}
 		if !c.token {
 			c.takeTokenLocked(false)
-			gen := c.gen
+			c.watchLocked(ctx)
 			c.mu.Unlock()
-			if delivered, err := c.recvDirect(ctx, m, gen); delivered || err != nil {
+			if delivered, err := c.recvDirect(ctx, m); delivered || err != nil {
 				return err
 			}
 			c.mu.Lock() // a message was queued meanwhile
@@ -563,10 +567,8 @@ func (c *channel) Recv(ctx context.Context, m *rdma.Message) error {
 // recvDirect reads the socket as the token holder until a message arrives,
 // straight into m, or until a message was queued (the end of one whose
 // reader left), which it leaves for the caller to take.
-func (c *channel) recvDirect(ctx context.Context, m *rdma.Message, gen uint64) (bool, error) {
-	stop := c.watchContext(ctx, gen)
+func (c *channel) recvDirect(ctx context.Context, m *rdma.Message) (bool, error) {
 	delivered, err := c.pump(ctx, m, false, func() bool { return c.qlen > 0 })
-	stop()
 	c.mu.Lock()
 	c.releaseTokenLocked(false)
 	if delivered {
@@ -633,11 +635,9 @@ func (c *channel) progress(ctx context.Context, cond func() bool) error {
 		}
 		if !c.token {
 			c.takeTokenLocked(false)
-			gen := c.gen
+			c.watchLocked(ctx)
 			c.mu.Unlock()
-			stop := c.watchContext(ctx, gen)
 			_, err := c.pump(ctx, nil, false, cond)
-			stop()
 			c.mu.Lock()
 			c.releaseTokenLocked(false)
 			if err != nil {
@@ -662,7 +662,6 @@ func (c *channel) takeTokenLocked(bg bool) {
 	c.token = true
 	c.bgHolds = bg
 	c.preempt = false
-	c.gen++
 	if c.deadlineArmed {
 		c.deadlineArmed = false
 		_ = c.nc.SetReadDeadline(time.Time{})
@@ -672,6 +671,7 @@ func (c *channel) takeTokenLocked(bg bool) {
 // releaseTokenLocked gives the socket up and wakes whoever waits for it.
 func (c *channel) releaseTokenLocked(bg bool) {
 	c.token = false
+	c.holdDone = nil
 	c.bgHolds = false
 	c.preempt = false
 	c.notify.Broadcast()
@@ -688,18 +688,42 @@ func (c *channel) interruptLocked() {
 	}
 }
 
-// watchContext interrupts the holder of token generation gen when ctx ends.
-func (c *channel) watchContext(ctx context.Context, gen uint64) func() bool {
-	if ctx.Done() == nil {
-		return func() bool { return true }
+// watchLocked has the end of ctx interrupt the token holder that just took
+// the token with it. One registration (context.AfterFunc) is kept for the
+// Done channel of the context used last and serves every holder with that
+// Done channel, so that a Recv with the same context as the one before
+// allocates nothing; a context with another Done channel replaces it. A
+// context that ended before the holder said which one it waits with is
+// caught here. mu is held.
+func (c *channel) watchLocked(ctx context.Context) {
+	done := ctx.Done()
+	c.holdDone = done
+	if done == nil {
+		return
 	}
-	return context.AfterFunc(ctx, func() {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		if c.token && c.gen == gen {
-			c.interruptLocked()
-		}
-	})
+	if done != c.watchDone {
+		c.stopWatchLocked()
+		c.watchDone = done
+		c.watchStop = context.AfterFunc(ctx, func() {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			if c.token && c.holdDone == done {
+				c.interruptLocked()
+			}
+		})
+	}
+	if ctx.Err() != nil {
+		c.interruptLocked()
+	}
+}
+
+// stopWatchLocked drops the context registration, so that a long-lived
+// context does not keep the channel. mu is held.
+func (c *channel) stopWatchLocked() {
+	if c.watchStop != nil {
+		c.watchStop()
+		c.watchStop, c.watchDone = nil, nil
+	}
 }
 
 // pump reads frames as the token holder. It returns true when it filled m
@@ -1096,6 +1120,7 @@ func (c *channel) Close() error {
 	}
 	c.localClosed = true
 	c.stopped = true
+	c.stopWatchLocked()
 	alive := c.life.End(fmt.Errorf("tcp %q: %w", c.connID, rdma.ErrClosed))
 	c.interruptLocked()
 	c.notify.Broadcast()
