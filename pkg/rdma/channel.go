@@ -40,7 +40,8 @@ type Channel interface {
 	// sequence number (also stored in m.Seq). When Send returns, the message
 	// has been handed to the transport (the local completion); it is
 	// delivered when Acked reaches the returned sequence number. Until then
-	// the channel may refer to m.Payload (see Unacked): do not modify it. If
+	// the channel may refer to m.Payload (Unacked copies it): do not modify
+	// it; once Acked reaches the sequence number, it is the caller's again. If
 	// ctx ends while Send waits for credit, Send returns ctx's error and
 	// nothing was sent.
 	Send(ctx context.Context, m *Message) (uint64, error)
@@ -64,7 +65,8 @@ type Channel interface {
 
 	// Acked returns the highest sequence number up to which every message has
 	// been received by the peer's application and every write placed in the
-	// peer's memory (0 before any).
+	// peer's memory (0 before any). It is cheap enough to ask after every
+	// message, and a caller that only polls it sees the peer's progress.
 	Acked() uint64
 	// WaitAcked waits until Acked reaches seq, the channel ends (its error is
 	// returned) or ctx ends.
@@ -72,8 +74,15 @@ type Channel interface {
 	// Unacked returns the messages sent but not acknowledged, in sequence
 	// order, with the flags, header and payload they were sent with. After
 	// the channel ended, these are the messages that may not have been
-	// delivered; a sender replays them elsewhere with FlagRetry. The payloads
-	// are the caller's own slices given to Send.
+	// delivered; a sender replays them elsewhere with FlagRetry.
+	//
+	// The messages, headers and payloads returned are copies owned by the
+	// caller, taken atomically with respect to Acked: a message whose
+	// sequence number Acked had reached before the call is never returned,
+	// and the payload bytes of every message returned are copied before the
+	// call returns and before Acked can report that message acknowledged.
+	// So a sender may reuse a payload as soon as Acked covers its sequence
+	// number, even while another goroutine calls Unacked.
 	Unacked() []Message
 
 	// Stats returns counters and the current flow-control state.

@@ -32,7 +32,13 @@
 // Message.Payload until the message is acknowledged, so that Unacked can
 // return every message not yet acknowledged (with header, payload and flags)
 // after the channel broke. The caller must not modify a sent payload before
-// Acked covers its sequence number.
+// Acked covers its sequence number, and may reuse it as soon as Acked does.
+// Unacked returns copies that the caller owns, taken under the same lock
+// that advances Acked: a message Acked covered before the call is never
+// among them, and a payload is copied before Acked can report its message
+// acknowledged, so a replay from Unacked and the reuse of acknowledged
+// buffers may run concurrently. Acked itself is cheap (an atomic load, or
+// at most an uncontended lock) and may be asked after every message.
 //
 // # Memory regions
 //

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/tether-mesh/tether/pkg/rdma"
 	"github.com/tether-mesh/tether/pkg/rdma/internal/core"
@@ -11,7 +12,8 @@ import (
 
 // link joins two channel ends. dirs[i] holds what flows to end i: the
 // messages queued for it (the sender's own slices, not copies), the regions
-// end i registered, and the counters. Everything is guarded by mu.
+// end i registered, and the counters. Everything is guarded by mu, except
+// that dir.acked may also be loaded without it.
 type link struct {
 	connID string
 	window int
@@ -32,7 +34,24 @@ type dir struct {
 	recvWake  chan struct{} // wakes this end's Recv
 	spaceWake chan struct{} // wakes the other end's (one) Send waiting for room
 	ackWake   core.Notifier // wakes the other end's WaitAcked calls
+	// acked is ackedLocked, stored under mu whenever it changes (the queue
+	// is popped, or a write is added behind an empty queue), so that the
+	// sender's Acked loads it without the mutex it shares with the peer.
+	acked atomic.Uint64
 }
+
+// ackedLocked computes the cumulative acknowledgement of what the other end
+// sent: everything before the oldest message the receiver has not taken.
+// mu is held.
+func (d *dir) ackedLocked() uint64 {
+	if f := d.queue.Front(); f != nil {
+		return f.Seq - 1
+	}
+	return d.lastSeq
+}
+
+// publishAckedLocked stores ackedLocked for Acked; mu is held.
+func (d *dir) publishAckedLocked() { d.acked.Store(d.ackedLocked()) }
 
 func newLink(connID string, window int) *link {
 	l := &link{connID: connID, window: window}
@@ -135,6 +154,7 @@ func (e *end) Recv(ctx context.Context, m *rdma.Message) error {
 		if f := rx.queue.Front(); f != nil {
 			copy(m.Prepare(f.Seq, f.Flags, f.Hdr[:f.HdrLen], len(f.Payload)), f.Payload)
 			rx.queue.Pop()
+			rx.publishAckedLocked()
 			rx.received++
 			rx.ackWake.Broadcast()
 			l.mu.Unlock()
@@ -183,6 +203,7 @@ func (e *end) Write(ctx context.Context, key rdma.RegionKey, off uint64, data []
 	copy(r.mem[off:], data)
 	tx.lastSeq++
 	tx.written++
+	tx.publishAckedLocked()
 	return tx.lastSeq, nil
 }
 
@@ -204,19 +225,23 @@ func (e *end) RegisterRegion(size int) (rdma.Region, error) {
 }
 
 // ackedLocked computes the cumulative acknowledgement of what this end sent.
-func (e *end) ackedLocked() uint64 {
-	tx := e.tx()
-	if f := tx.queue.Front(); f != nil {
-		return f.Seq - 1
-	}
-	return tx.lastSeq
-}
+func (e *end) ackedLocked() uint64 { return e.tx().ackedLocked() }
 
-func (e *end) Acked() uint64 {
-	e.l.mu.Lock()
-	defer e.l.mu.Unlock()
-	return e.ackedLocked()
-}
+// Acked loads the value published under l.mu, without taking it: a
+// caller that asks after every call (pkg/call) does not contend with the
+// peer's Recv. Send does not publish: a message pushed behind the others
+// leaves ackedLocked as it was.
+//
+// It keeps Unacked's promise. The store of a value a follows, under l.mu,
+// the pops of every message up to a, and Unacked copies the queue under
+// l.mu. If Acked returned a before Unacked was called, the store is before
+// Unacked's critical section (otherwise that section would end before the
+// store, which is before the load, which is before the section began), so
+// Unacked finds none of those messages. If Unacked returned message s and
+// a later Acked reports s, the pop of s, and so that report, comes after
+// Unacked's copy of s: a caller reusing its buffer once Acked covers it
+// does not race with the copy.
+func (e *end) Acked() uint64 { return e.tx().acked.Load() }
 
 func (e *end) WaitAcked(ctx context.Context, seq uint64) error {
 	l := e.l

@@ -2,6 +2,7 @@ package rdmatest
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 
 	"github.com/tether-mesh/tether/pkg/rdma"
@@ -10,6 +11,18 @@ import (
 // ChannelPingPong measures the round trip of size-byte messages: client
 // sends, server echoes, client receives.
 func ChannelPingPong(b *testing.B, client, server rdma.Channel, size int) {
+	pingPong(b, client, server, size, false)
+}
+
+// ChannelPingPongAcked is ChannelPingPong where the client also calls Acked
+// after every answer, as a caller does that reuses its request buffer once
+// the request is acknowledged. It reports the share of round trips whose
+// request Acked already covered when the answer arrived (acked/op).
+func ChannelPingPongAcked(b *testing.B, client, server rdma.Channel, size int) {
+	pingPong(b, client, server, size, true)
+}
+
+func pingPong(b *testing.B, client, server rdma.Channel, size int, acked bool) {
 	ctx := context.Background()
 	done := make(chan error, 1)
 	go func() {
@@ -39,21 +52,89 @@ func ChannelPingPong(b *testing.B, client, server rdma.Channel, size int) {
 			b.Fatal(err)
 		}
 	}
+	covered := 0
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
-		if _, err := client.Send(ctx, &out); err != nil {
+		seq, err := client.Send(ctx, &out)
+		if err != nil {
 			b.Fatal(err)
 		}
 		if err := client.Recv(ctx, &in); err != nil {
 			b.Fatal(err)
 		}
+		if acked && client.Acked() >= seq {
+			covered++
+		}
 	}
 	b.StopTimer()
+	if acked {
+		b.ReportMetric(float64(covered)/float64(b.N), "acked/op")
+	}
 	_ = client.Close()
 	if err := <-done; err != nil {
 		b.Fatal(err)
 	}
+}
+
+// ChannelAcked measures Acked on client after one message that server
+// received and inFlight more that it leaves unreceived (so that Acked has
+// nothing new to find, but cannot know it without looking).
+func ChannelAcked(b *testing.B, client, server rdma.Channel, inFlight int) {
+	want := ackedSetup(b, client, server, inFlight)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if got := client.Acked(); got != want {
+			b.Fatalf("acked %d, want %d", got, want)
+		}
+	}
+}
+
+// ChannelAckedParallel is ChannelAcked(b, client, server, 0) from
+// GOMAXPROCS goroutines at once, as when many callers share a channel.
+func ChannelAckedParallel(b *testing.B, client, server rdma.Channel) {
+	want := ackedSetup(b, client, server, 0)
+	var wrong atomic.Uint64
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if got := client.Acked(); got != want {
+				wrong.Store(got)
+			}
+		}
+	})
+	b.StopTimer()
+	if got := wrong.Load(); got != 0 {
+		b.Fatalf("acked %d, want %d", got, want)
+	}
+}
+
+// ackedSetup sends a message that server receives, waits until client sees
+// it acknowledged, then sends inFlight more; it returns the first's
+// sequence number.
+func ackedSetup(b *testing.B, client, server rdma.Channel, inFlight int) uint64 {
+	b.Helper()
+	ctx := context.Background()
+	out := rdma.Message{Payload: make([]byte, 64)}
+	var in rdma.Message
+	seq, err := client.Send(ctx, &out)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := server.Recv(ctx, &in); err != nil {
+		b.Fatal(err)
+	}
+	if err := client.WaitAcked(ctx, seq); err != nil {
+		b.Fatal(err)
+	}
+	for range inFlight {
+		if _, err := client.Send(ctx, &rdma.Message{Payload: make([]byte, 64)}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return seq
 }
 
 // ChannelThroughput measures one-way throughput of size-byte messages from

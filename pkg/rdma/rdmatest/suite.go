@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -54,6 +55,9 @@ func Run(t *testing.T, h Harness) {
 		{"OrderConcurrentSenders", testOrder},
 		{"Backpressure", testBackpressure},
 		{"UnackedAfterPeerDeath", testUnackedAfterPeerDeath},
+		{"AckedPolled", testAckedPolled},
+		{"UnackedCopies", testUnackedCopies},
+		{"UnackedWhileBuffersReused", testUnackedWhileBuffersReused},
 		{"KilledPeerUnblocks", testKilledPeerUnblocks},
 		{"OneSidedWrites", testOneSidedWrites},
 		{"WrongSecret", testWrongSecret},
@@ -456,6 +460,160 @@ func testUnackedAfterPeerDeath(t *testing.T, e *env) {
 	_ = ch.Close()
 	if n := len(ch.Unacked()); n != len(unacked) {
 		t.Errorf("after Close: %d unacked, want %d", n, len(unacked))
+	}
+}
+
+// testAckedPolled checks that a sender that only polls Acked (no
+// WaitAcked, no other call) sees its messages acknowledged.
+func testAckedPolled(t *testing.T, e *env) {
+	ch, peer := e.attach(t, "ackedpolled")
+	ctx := ctxT(t)
+	for i := range 3 {
+		m := testMessage(10, uint32(i), uint64(1000+i), 16, 100, 0)
+		if _, err := ch.Send(ctx, &m); err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+		wantOK(t, peer.Do(t, "drain 1"), "drain")
+		for ch.Acked() < m.Seq {
+			if ctx.Err() != nil {
+				t.Fatalf("message %d received, Acked still %d", m.Seq, ch.Acked())
+			}
+			runtime.Gosched()
+		}
+	}
+}
+
+// testUnackedCopies checks that Unacked leaves out what Acked covered
+// before the call and returns copies: the sender's reuse of its buffers
+// does not change them.
+func testUnackedCopies(t *testing.T, e *env) {
+	ch, peer := e.attach(t, "unackedcopies")
+	ctx := ctxT(t)
+	const total, received = 10, 4
+	message := func(i int) rdma.Message {
+		return testMessage(8, uint32(i), uint64(800+i), 16+i%8, []int{0, 10, 200, 5000, 70000}[i%5], rdma.Flags(i%2))
+	}
+	sent := make([]rdma.Message, total)
+	for i := range sent {
+		sent[i] = message(i)
+		if _, err := ch.Send(ctx, &sent[i]); err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+	}
+	wantOK(t, peer.Do(t, fmt.Sprintf("drain %d", received)), "drain")
+	if err := ch.WaitAcked(ctx, sent[received-1].Seq); err != nil {
+		t.Fatalf("wait acked: %v", err)
+	}
+	acked := ch.Acked()
+	unacked, again := ch.Unacked(), ch.Unacked()
+	if acked < sent[received-1].Seq {
+		t.Errorf("acked %d after WaitAcked(%d)", acked, sent[received-1].Seq)
+	}
+	// The peer's application took the first messages and no more.
+	if len(unacked) != total-received || len(again) != len(unacked) {
+		t.Fatalf("%d and %d unacked messages, want %d", len(unacked), len(again), total-received)
+	}
+	for i, want := range sent[received:] {
+		if u := &unacked[i]; u.Seq <= acked || u.Seq != want.Seq {
+			t.Errorf("unacked message %d is %d; want %d, after the acknowledged %d", i, u.Seq, want.Seq, acked)
+		}
+	}
+	// The sender takes its buffers back and reuses them (here after Close,
+	// as heal does after its replay; pkg/call does once Acked covers them).
+	_ = ch.Close()
+	for i := range sent {
+		scribble(sent[i].Header)
+		scribble(sent[i].Payload)
+	}
+	for i := range unacked {
+		want := message(received + i)
+		checkMessage(t, &unacked[i], &want)
+	}
+	// Each call's copies are its own.
+	for i := range unacked {
+		scribble(unacked[i].Header)
+		scribble(unacked[i].Payload)
+	}
+	for i := range again {
+		want := message(received + i)
+		checkMessage(t, &again[i], &want)
+	}
+}
+
+// testUnackedWhileBuffersReused races Unacked with a sender that reuses
+// each payload as soon as Acked covers it: every copy Unacked returns must
+// be intact (and, under the race detector, taken before the reuse).
+func testUnackedWhileBuffersReused(t *testing.T, e *env) {
+	ch, peer := e.attach(t, "unackedreuse")
+	ctx := ctxT(t)
+	n := 400
+	if testing.Short() {
+		n = 100
+	}
+	// The peer checks every payload it receives: a buffer reused before
+	// its message was received would fail it.
+	peer.Request(t, fmt.Sprintf("drain %d", n))
+	stop := make(chan struct{})
+	replayed := make(chan error, 1)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				replayed <- nil
+				return
+			default:
+			}
+			for _, u := range ch.Unacked() {
+				_, _, seed, err := parseHeader(u.Header)
+				if err == nil {
+					err = CheckPattern(u.Payload, seed)
+				}
+				if err != nil {
+					replayed <- fmt.Errorf("unacked message %d: %w", u.Seq, err)
+					return
+				}
+			}
+			runtime.Gosched()
+		}
+	}()
+	var pending []rdma.Message // sent, not yet seen acknowledged
+	reuse := func() {
+		acked := ch.Acked()
+		k := 0
+		for ; k < len(pending) && pending[k].Seq <= acked; k++ {
+			scribble(pending[k].Header)
+			scribble(pending[k].Payload)
+		}
+		pending = pending[k:]
+	}
+	for i := range n {
+		m := testMessage(9, uint32(i), uint64(900+i), 16, 64+(i*97)%3000, 0)
+		if _, err := ch.Send(ctx, &m); err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+		pending = append(pending, m)
+		reuse()
+	}
+	if len(pending) > 0 {
+		if err := ch.WaitAcked(ctx, pending[len(pending)-1].Seq); err != nil {
+			t.Fatalf("wait acked: %v", err)
+		}
+		reuse()
+	}
+	wantOK(t, peer.Reply(t), "drain")
+	close(stop)
+	if err := <-replayed; err != nil {
+		t.Error(err)
+	}
+	if len(pending) != 0 {
+		t.Errorf("%d messages not acknowledged after WaitAcked", len(pending))
+	}
+}
+
+// scribble overwrites b, as a sender reusing its buffer does.
+func scribble(b []byte) {
+	for i := range b {
+		b[i] = 0xa5
 	}
 }
 

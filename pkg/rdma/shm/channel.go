@@ -49,7 +49,9 @@ type channel struct {
 
 	// The shared memory and the peer's descriptors are used under sendSem
 	// (Send), recvSem (Recv) or opMu held shared (everything else); Close
-	// takes all three before it releases them.
+	// takes all three before it releases them. Acked reads the consumer's
+	// head under ackMu alone, while acksFinal is false: Close sets it under
+	// ackMu before it unmaps.
 	opMu     sync.RWMutex
 	released bool
 
@@ -61,13 +63,21 @@ type channel struct {
 
 	pubTail atomic.Uint64 // the tail we published, for checking the consumer's head
 
-	ackMu    sync.Mutex // guards the retention, the acknowledged head and the counters
-	ackHead  uint64     // the consumer's head as last read by an acknowledgement
-	lastSeq  uint64
-	retained *core.Retention
-	sent     uint64
-	written  uint64
-	received uint64
+	ackMu     sync.Mutex // guards the retention, the acknowledged head and the counters
+	ackHead   uint64     // the consumer's head as last read by an acknowledgement
+	lastSeq   uint64
+	retained  *core.Retention
+	sent      uint64
+	written   uint64
+	received  uint64
+	acksFinal bool // Close read the head for the last time: the memory may be gone
+
+	// ackedPub is ackedLocked as it was when ackHead was ackHeadPub: the
+	// pair is stored under ackMu by Acked (when it changed) and Write, and
+	// loaded by Acked without it. Send stores neither: its hot path keeps
+	// the one atomic store it had (pubTail).
+	ackedPub   atomic.Uint64
+	ackHeadPub atomic.Uint64
 
 	partial *partialMsg // a message whose Recv left halfway (recvSem)
 
@@ -160,6 +170,11 @@ func (c *channel) refreshAcksLocked() error {
 	if h < c.ackHead || h > c.pubTail.Load() {
 		return fmt.Errorf("%w: consumer head %d outside [%d, %d]", rdma.ErrProtocol, h, c.ackHead, c.pubTail.Load())
 	}
+	if h == c.ackHead {
+		// Nothing consumed since the last look: what was below h was
+		// dropped then, and every message pushed since lies above it.
+		return nil
+	}
 	c.ackHead = h
 	for e := c.retained.Front(); e != nil && e.Aux < h; e = c.retained.Front() {
 		c.retained.Pop()
@@ -170,7 +185,7 @@ func (c *channel) refreshAcksLocked() error {
 // refreshAcksChecked is refreshAcksLocked for the readers of
 // acknowledgements: a bad head disconnects the peer. ackMu is held.
 func (c *channel) refreshAcksChecked() error {
-	if c.released || c.violation.Load() {
+	if c.acksFinal || c.violation.Load() {
 		return nil
 	}
 	if err := c.refreshAcksLocked(); err != nil {
@@ -184,6 +199,17 @@ func (c *channel) ackedLocked() uint64 {
 		return e.Seq - 1
 	}
 	return c.lastSeq
+}
+
+// publishAckedLocked stores ackedLocked and the head it reflects for
+// Acked's fast path, if they changed; ackMu is held.
+func (c *channel) publishAckedLocked() uint64 {
+	a := c.ackedLocked()
+	if c.ackedPub.Load() != a || c.ackHeadPub.Load() != c.ackHead {
+		c.ackedPub.Store(a)
+		c.ackHeadPub.Store(c.ackHead) // second: a reader that loads it sees a
+	}
+	return a
 }
 
 func (c *channel) Send(ctx context.Context, m *rdma.Message) (uint64, error) {
@@ -223,6 +249,7 @@ func (c *channel) Send(ctx context.Context, m *rdma.Message) (uint64, error) {
 	c.lastSeq++
 	seq := c.lastSeq
 	// The message is acknowledged once the consumer passed its last slot.
+	// (Pushed behind the others, it leaves ackedLocked as it was.)
 	c.retained.Push(m, seq, c.tx.tail+frags-1)
 	c.sent++
 	c.ackMu.Unlock()
@@ -346,17 +373,35 @@ func (c *channel) Write(ctx context.Context, key rdma.RegionKey, off uint64, dat
 	c.lastSeq++
 	seq := c.lastSeq
 	c.written++
+	c.publishAckedLocked() // complete at once: behind an empty retention, acknowledged
 	c.ackMu.Unlock()
 	return seq, nil
 }
 
+// Acked returns without a lock when the last published pair is still the
+// truth: the consumer's head was ackHeadPub, and nothing was published
+// since (pubTail is still there), so nothing more can have been consumed;
+// a write since published its own pair. Otherwise it reads the consumer's
+// head under ackMu (without opMu: see acksFinal) and publishes the pair,
+// so that a caller polling Acked sees the peer's progress.
+//
+// Either way it keeps Unacked's promise. Every value Acked returns was
+// computed under ackMu after the messages it covers were popped from the
+// retention, and Unacked refreshes and copies the retention under ackMu.
+// So a message covered by a value Acked returned before Unacked was called
+// is gone from the retention when Unacked copies it; and a message that
+// Unacked copies is popped, and so can be reported, only after that copy
+// is done.
 func (c *channel) Acked() uint64 {
-	c.opMu.RLock()
-	defer c.opMu.RUnlock()
+	if h := c.ackHeadPub.Load(); h == c.pubTail.Load() {
+		// ackedPub was stored before ackHeadPub was h: this load sees
+		// that value or a later one, all computed under ackMu.
+		return c.ackedPub.Load()
+	}
 	c.ackMu.Lock()
 	defer c.ackMu.Unlock()
 	_ = c.refreshAcksChecked()
-	return c.ackedLocked()
+	return c.publishAckedLocked()
 }
 
 func (c *channel) WaitAcked(ctx context.Context, seq uint64) error {
@@ -717,6 +762,7 @@ func (c *channel) Close() error {
 	if !c.violation.Load() {
 		_ = c.refreshAcksLocked() // the last word on what was acknowledged
 	}
+	c.acksFinal = true // Acked no longer reads the memory unmapped below
 	c.ackMu.Unlock()
 	_ = c.conn.Close()
 	<-c.ctlDone

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -93,6 +94,7 @@ type channel struct {
 	// sending
 	lastSeq    uint64
 	peerAck    uint64
+	ackedPub   atomic.Uint64 // peerAck, stored under mu after the retention is popped: Acked loads it alone
 	retained   *core.Retention
 	sent       uint64
 	written    uint64
@@ -453,11 +455,12 @@ func (r *region) Close() error {
 	return nil
 }
 
-func (c *channel) Acked() uint64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.peerAck
-}
+// Acked loads peerAck's mirror without taking mu, which the token holder
+// takes for every frame. The mirror is stored under mu after the messages
+// it covers left the retention, and Unacked copies the retention under mu:
+// a value Acked returned is never contradicted by a later Unacked, and an
+// Unacked copy of a message is finished before any Acked can report it.
+func (c *channel) Acked() uint64 { return c.ackedPub.Load() }
 
 func (c *channel) WaitAcked(ctx context.Context, seq uint64) error {
 	c.mu.Lock()
@@ -945,6 +948,7 @@ func (c *channel) admit(f *frame) (bool, error) {
 	if f.ack > c.peerAck {
 		c.peerAck = f.ack
 		c.retained.AckUpTo(f.ack)
+		c.ackedPub.Store(f.ack)
 		c.notify.Broadcast()
 	}
 	switch f.typ {

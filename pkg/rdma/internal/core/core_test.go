@@ -211,6 +211,40 @@ func TestRetention(t *testing.T) {
 	}
 }
 
+func TestRetentionMessagesAreCopies(t *testing.T) {
+	r := NewRetention(4)
+	sent := []rdma.Message{
+		{Header: []byte("h1"), Payload: []byte("first")},
+		{Payload: nil},
+		{Header: []byte("h3"), Payload: []byte("third")},
+	}
+	for i := range sent {
+		r.Push(&sent[i], uint64(1+i), 0)
+	}
+	ms := r.Messages()
+	// The sender reuses its buffers; the copies keep what was sent.
+	for i := range sent {
+		for j := range sent[i].Header {
+			sent[i].Header[j] = 'x'
+		}
+		for j := range sent[i].Payload {
+			sent[i].Payload[j] = 'x'
+		}
+	}
+	// Appending to one copy does not spill into the next.
+	_ = append(ms[0].Payload, "!!!!"...)
+	_ = append(ms[0].Header, "!!!!"...)
+	want := []struct{ hdr, payload string }{{"h1", "first"}, {"", ""}, {"h3", "third"}}
+	for i, m := range ms {
+		if m.Seq != uint64(1+i) || string(m.Header) != want[i].hdr || string(m.Payload) != want[i].payload {
+			t.Errorf("message %d: seq %d header %q payload %q, want %d %q %q", i, m.Seq, m.Header, m.Payload, 1+i, want[i].hdr, want[i].payload)
+		}
+	}
+	if ms[1].Header != nil || ms[1].Payload != nil {
+		t.Errorf("empty header and payload copied as %#v, %#v; want nil", ms[1].Header, ms[1].Payload)
+	}
+}
+
 func TestSem(t *testing.T) {
 	s := NewSem()
 	if err := s.Acquire(context.Background(), nil, nil); err != nil {

@@ -18,7 +18,8 @@ type Entry struct {
 
 // Retention keeps the messages a sender has not seen acknowledged, in
 // sequence order, in a ring of fixed capacity (the window), without
-// allocating. The header is copied; the payload is referred to.
+// allocating. The header is copied; the payload is referred to (Messages
+// copies both).
 type Retention struct {
 	ring  []Entry
 	head  int
@@ -91,20 +92,36 @@ func (r *Retention) AckUpTo(seq uint64) int {
 	return k
 }
 
-// Messages returns copies of the held messages (the header copied, the
-// payload slice as sent).
+// Messages returns copies of the held messages, headers and payloads
+// included, which the caller owns: the senders may reuse their payloads as
+// soon as the messages are acknowledged. All the bytes are in one
+// allocation; each message's slices are capped at their length, so that
+// appending to one does not overwrite the next.
 func (r *Retention) Messages() []rdma.Message {
 	out := make([]rdma.Message, r.n)
+	total := 0
+	for i := range r.n {
+		e := &r.ring[(r.head+i)%len(r.ring)]
+		total += int(e.HdrLen) + len(e.Payload)
+	}
+	buf := make([]byte, total)
 	for i := range out {
 		e := &r.ring[(r.head+i)%len(r.ring)]
-		out[i] = rdma.Message{
-			Seq:     e.Seq,
-			Flags:   e.Flags,
-			Header:  append([]byte(nil), e.Hdr[:e.HdrLen]...),
-			Payload: e.Payload,
-		}
+		out[i] = rdma.Message{Seq: e.Seq, Flags: e.Flags}
+		out[i].Header, buf = take(buf, e.Hdr[:e.HdrLen])
+		out[i].Payload, buf = take(buf, e.Payload)
 	}
 	return out
+}
+
+// take copies b into the front of buf and returns the copy (nil for an
+// empty b) and the rest of buf.
+func take(buf, b []byte) (dst, rest []byte) {
+	if len(b) == 0 {
+		return nil, buf
+	}
+	n := copy(buf, b)
+	return buf[:n:n], buf[n:]
 }
 
 // Each calls f for every held message, oldest first.
