@@ -25,14 +25,17 @@ const (
 // c.mu released.
 const copyUnlocked = 4 << 10
 
-// pending is a call waiting for its answer. Call fills msg before it
-// registers the call and nothing writes it afterwards (sendAgain copies it
-// while the call may be sending it too); out, seq and dst are the calling
-// goroutine's own. The other fields are guarded by Caller.mu.
+// pending is a call waiting for its answer. Call fills header and payload
+// before it registers the call and nothing writes them afterwards
+// (sendAgain reads them while the call may be sending them too); out, seq
+// and dst are the calling goroutine's own. The other fields are guarded by
+// Caller.mu.
 type pending struct {
-	id  uint64       // the correlation ID
-	msg rdma.Message // header and a copy of the payload (in buf), kept for sending again
-	buf []byte       // the request buffer, kept with the pending when no channel refers to it
+	id uint64 // the correlation ID
+	// header and payload are the message (the payload a copy), both in
+	// buf, kept for sending again.
+	header, payload []byte
+	buf             []byte // the request buffer, kept with the pending when no channel refers to it
 	// out is what the calling goroutine hands to Send, which writes into
 	// it; being a field, it does not make every send allocate. seq is the
 	// sequence number of that send.
@@ -62,6 +65,19 @@ type pending struct {
 	// by prev and next.
 	following  bool
 	prev, next *pending
+}
+
+// reset makes a finished p ready for the next call, keeping buf and the
+// wake channel, and letting go of the application's buffers. The fields
+// not cleared here are written by every call before they are read (id,
+// seq) or left as they must be by finish (pinned, following, prev, next).
+func (p *pending) reset(buf []byte) {
+	p.buf = buf
+	p.header, p.payload, p.dst = nil, nil, nil
+	p.out.Header, p.out.Payload = nil, nil
+	p.sentOn = nil
+	p.tried, p.answered, p.signalled = false, false, false
+	p.reply, p.err = nil, nil
 }
 
 // signal gives p a token on wake, unless one waits there already.
@@ -242,8 +258,7 @@ func (c *Caller) Bind(ch, old rdma.Channel) {
 func (c *Caller) sendAgain(ch rdma.Channel, calls []*pending) {
 	defer c.resend.Done()
 	for _, p := range calls {
-		m := p.msg // p.msg is never written after Call made it: a copy carries the mark
-		m.Flags |= rdma.FlagRetry
+		m := rdma.Message{Header: p.header, Payload: p.payload, Flags: rdma.FlagRetry}
 		if _, err := ch.Send(c.ctx, &m); err != nil {
 			c.unsent(p, ch)
 		}
@@ -300,8 +315,8 @@ func (c *Caller) AppendCall(ctx context.Context, dst, header, payload []byte) ([
 	}
 	c.nextID++
 	p.id, p.dst = c.nextID, dst
-	p.msg.Header, _ = encode(buf[:0:n], KindCall, p.id, header)
-	p.msg.Payload = buf[n:]
+	p.header, _ = encode(buf[:0:n], KindCall, p.id, header)
+	p.payload = buf[n:]
 	c.pending.add(p)
 	reply, err := c.wait(ctx, p)
 	if err != nil {
@@ -352,9 +367,9 @@ func (c *Caller) wait(ctx context.Context, p *pending) ([]byte, error) {
 			}
 
 		case p.sentOn == nil:
-			p.out = p.msg
+			p.out.Header, p.out.Payload, p.out.Flags = p.header, p.payload, 0
 			if p.tried { // it may have gone out before: a retry
-				p.out.Flags |= rdma.FlagRetry
+				p.out.Flags = rdma.FlagRetry
 				p.pinned = true
 			}
 			p.sentOn, p.tried = ch, true
@@ -472,7 +487,7 @@ func (c *Caller) finish(p *pending, err error) ([]byte, error) {
 		if cap(buf) > maxSpareBuf || p.sentOn == nil || p.seq == 0 || p.sentOn.Acked() < p.seq {
 			buf = nil
 		}
-		*p = pending{wake: p.wake, buf: buf}
+		p.reset(buf)
 		c.spare = append(c.spare, p)
 	}
 	c.mu.Unlock()

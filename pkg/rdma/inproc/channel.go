@@ -62,7 +62,15 @@ func newLink(connID string, window int) *link {
 			recvWake:  make(chan struct{}, 1),
 			spaceWake: make(chan struct{}, 1),
 		}
-		l.ends[i] = &end{l: l, i: i, life: core.NewLife(), recvSem: core.NewSem(), sendSem: core.NewSem()}
+		e := &end{l: l, i: i, life: core.NewLife(), recvSem: core.NewSem(), sendSem: core.NewSem()}
+		wake := l.dirs[i].recvWake
+		e.wakeRecv = func() {
+			select {
+			case wake <- struct{}{}:
+			default:
+			}
+		}
+		l.ends[i] = e
 	}
 	return l
 }
@@ -73,8 +81,12 @@ type end struct {
 	i       int
 	life    *core.Life
 	recvSem *core.Sem // one Recv at a time
-	sendSem *core.Sem // one Send at a time waits for room
-	closed  bool      // closed (or aborted) locally; guarded by l.mu
+	// recvWatch wakes a waiting Recv when its context ends (recvWake
+	// takes the token); guarded by l.mu.
+	recvWatch core.Watch
+	wakeRecv  func()
+	sendSem   *core.Sem // one Send at a time waits for room
+	closed    bool      // closed (or aborted) locally; guarded by l.mu
 }
 
 var _ rdma.Channel = (*end)(nil)
@@ -168,12 +180,14 @@ func (e *end) Recv(ctx context.Context, m *rdma.Message) error {
 			l.mu.Unlock()
 			return e.life.Err()
 		}
+		if e.recvWatch.Arm(ctx, e.wakeRecv) {
+			l.mu.Unlock()
+			return ctx.Err()
+		}
 		l.mu.Unlock()
 		select {
 		case <-rx.recvWake:
 		case <-e.life.Done():
-		case <-ctx.Done():
-			return ctx.Err()
 		}
 		l.mu.Lock()
 	}
@@ -322,6 +336,7 @@ func (e *end) finish(errSelf, errPeer error) {
 	}
 	e.closed = true
 	e.life.End(errSelf)
+	e.recvWatch.Stop()
 	peer := l.ends[1-e.i]
 	tx, rx := e.tx(), e.rx()
 	if !peer.closed {

@@ -7,16 +7,26 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tether-mesh/tether/pkg/rdma/internal/core"
 )
 
-// waiter sleeps on an eventfd of ours through Go's poller.
+// waiter sleeps on an eventfd of ours through Go's poller. The end of a
+// sleeper's context kicks the eventfd (watch, kept across sleeps with the
+// same context so that a sleep allocates nothing); a kick that comes when
+// nobody sleeps wakes the next sleep early, which looks again.
 type waiter struct {
-	f   *os.File
-	fd  int
-	buf [8]byte
+	f      *os.File
+	fd     int
+	buf    [8]byte
+	kickFn func()
+
+	mu    sync.Mutex // guards watch, used by the sleeper and by close
+	watch core.Watch
 }
 
 func newWaiter() (*waiter, error) {
@@ -24,17 +34,20 @@ func newWaiter() (*waiter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("eventfd: %w", err)
 	}
-	return &waiter{f: os.NewFile(uintptr(fd), "eventfd"), fd: fd}, nil
+	w := &waiter{f: os.NewFile(uintptr(fd), "eventfd"), fd: fd}
+	w.kickFn = w.kick
+	return w, nil
 }
 
 // sleep blocks until the eventfd is kicked or ctx ends.
 func (w *waiter) sleep(ctx context.Context) error {
 	if ctx.Done() != nil {
-		if err := ctx.Err(); err != nil {
-			return err
+		w.mu.Lock()
+		ended := w.watch.Arm(ctx, w.kickFn)
+		w.mu.Unlock()
+		if ended {
+			return ctx.Err()
 		}
-		stop := context.AfterFunc(ctx, w.kick)
-		defer stop()
 	}
 	_, err := w.f.Read(w.buf[:])
 	if err != nil {
@@ -47,7 +60,12 @@ func (w *waiter) sleep(ctx context.Context) error {
 // that a kick racing with close cannot hit a reused descriptor number.
 func (w *waiter) kick() { _, _ = w.f.Write(one) }
 
-func (w *waiter) close() { _ = w.f.Close() }
+func (w *waiter) close() {
+	w.mu.Lock()
+	w.watch.Stop()
+	w.mu.Unlock()
+	_ = w.f.Close()
+}
 
 var one = binary.NativeEndian.AppendUint64(nil, 1)
 
