@@ -122,15 +122,15 @@ type channel struct {
 	preempt       bool
 	deadlineArmed bool
 	// holdDone is the Done channel of the context the token holder waits
-	// with; watchDone and watchStop the context registration (watchLocked).
-	holdDone    <-chan struct{}
-	watchDone   <-chan struct{}
-	watchStop   func() bool
-	notify      core.Notifier
-	localClosed bool
-	violation   error // the peer broke the protocol: nothing more is delivered
-	stopped     bool
-	idleWG      sync.WaitGroup
+	// with; watch the context registration (watchLocked).
+	holdDone     <-chan struct{}
+	watch        core.Watch
+	onContextEnd func()
+	notify       core.Notifier
+	localClosed  bool
+	violation    error // the peer broke the protocol: nothing more is delivered
+	stopped      bool
+	idleWG       sync.WaitGroup
 
 	// owned by the token holder
 	rbuf       []byte
@@ -176,6 +176,7 @@ func newChannel(ctx context.Context, o *options, nc net.Conn, connID string, pee
 	}
 	c.timer = time.AfterFunc(o.idle, c.onIdle)
 	go c.background()
+	c.onContextEnd = c.interruptIfContextEnded
 	return c
 }
 
@@ -692,40 +693,27 @@ func (c *channel) interruptLocked() {
 }
 
 // watchLocked has the end of ctx interrupt the token holder that just took
-// the token with it. One registration (context.AfterFunc) is kept for the
-// Done channel of the context used last and serves every holder with that
-// Done channel, so that a Recv with the same context as the one before
-// allocates nothing; a context with another Done channel replaces it. A
-// context that ended before the holder said which one it waits with is
-// caught here. mu is held.
+// the token with it. The channel keeps one registration (core.Watch) for the
+// Done channel of the context used last, so that a Recv with the same
+// context as the one before allocates nothing. mu is held.
 func (c *channel) watchLocked(ctx context.Context) {
-	done := ctx.Done()
-	c.holdDone = done
-	if done == nil {
-		return
-	}
-	if done != c.watchDone {
-		c.stopWatchLocked()
-		c.watchDone = done
-		c.watchStop = context.AfterFunc(ctx, func() {
-			c.mu.Lock()
-			defer c.mu.Unlock()
-			if c.token && c.holdDone == done {
-				c.interruptLocked()
-			}
-		})
-	}
-	if ctx.Err() != nil {
+	c.holdDone = ctx.Done()
+	if c.watch.Arm(ctx, c.onContextEnd) {
 		c.interruptLocked()
 	}
 }
 
-// stopWatchLocked drops the context registration, so that a long-lived
-// context does not keep the channel. mu is held.
-func (c *channel) stopWatchLocked() {
-	if c.watchStop != nil {
-		c.watchStop()
-		c.watchStop, c.watchDone = nil, nil
+// interruptIfContextEnded interrupts the token holder if its context ended.
+func (c *channel) interruptIfContextEnded() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.token || c.holdDone == nil {
+		return
+	}
+	select {
+	case <-c.holdDone:
+		c.interruptLocked()
+	default:
 	}
 }
 
@@ -1124,7 +1112,7 @@ func (c *channel) Close() error {
 	}
 	c.localClosed = true
 	c.stopped = true
-	c.stopWatchLocked()
+	c.watch.Stop()
 	alive := c.life.End(fmt.Errorf("tcp %q: %w", c.connID, rdma.ErrClosed))
 	c.interruptLocked()
 	c.notify.Broadcast()
