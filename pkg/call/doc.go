@@ -6,6 +6,10 @@
 // A message's rdma header starts with a kind byte and a correlation ID; the
 // rest, up to MaxHeaderSize bytes, is the application's header.
 //
+// Cost: Caller.AppendCall with a buffer that has room allocates nothing;
+// a call's request buffer is reused once its channel acknowledged it (see
+// rdma.Channel.Unacked). Call returns each answer in a new slice.
+//
 // Delivery: a call is answered at most once to its caller, which waits for
 // the answer until its context ends (then the call fails with the context's
 // error). A call that was sent but not answered when its channel changed is

@@ -5,6 +5,7 @@
 //	c, err := client.Dial("unix:///var/lib/tether/forwarder.sock")
 //	conn, err := c.Connect(ctx, "echo")
 //	reply, err := conn.Call(ctx, []byte("ping"))
+//	buf, err = conn.AppendCall(ctx, buf[:0], nil, []byte("ping")) // no allocation
 //	err = conn.Close(ctx)
 //	err = c.Close()
 //
