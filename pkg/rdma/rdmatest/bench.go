@@ -14,12 +14,29 @@ func ChannelPingPong(b *testing.B, client, server rdma.Channel, size int) {
 	pingPong(b, client, server, size, false)
 }
 
-// ChannelPingPongAcked is ChannelPingPong where the client also calls Acked
-// after every answer, as a caller does that reuses its request buffer once
-// the request is acknowledged. It reports the share of round trips whose
-// request Acked already covered when the answer arrived (acked/op).
-func ChannelPingPongAcked(b *testing.B, client, server rdma.Channel, size int) {
-	pingPong(b, client, server, size, true)
+// Acked runs the Acked benchmarks on fresh channel pairs of p (listening
+// on addr): with nothing in flight, with one message in flight, from every
+// core at once, and in a ping-pong that calls Acked after every answer, as
+// a caller does that reuses its request buffer once the request is
+// acknowledged (reporting the share of round trips whose request Acked
+// already covered when the answer arrived, acked/op).
+func Acked(b *testing.B, p rdma.Provider, addr string) {
+	b.Run("state=idle", func(b *testing.B) {
+		client, server := Pair(b, p, addr)
+		channelAcked(b, client, server, 0)
+	})
+	b.Run("state=inflight", func(b *testing.B) {
+		client, server := Pair(b, p, addr)
+		channelAcked(b, client, server, 1)
+	})
+	b.Run("state=parallel", func(b *testing.B) {
+		client, server := Pair(b, p, addr)
+		channelAckedParallel(b, client, server)
+	})
+	b.Run("state=pingpong", func(b *testing.B) {
+		client, server := Pair(b, p, addr)
+		pingPong(b, client, server, 64, true)
+	})
 }
 
 func pingPong(b *testing.B, client, server rdma.Channel, size int, acked bool) {
@@ -77,10 +94,10 @@ func pingPong(b *testing.B, client, server rdma.Channel, size int, acked bool) {
 	}
 }
 
-// ChannelAcked measures Acked on client after one message that server
+// channelAcked measures Acked on client after one message that server
 // received and inFlight more that it leaves unreceived (so that Acked has
 // nothing new to find, but cannot know it without looking).
-func ChannelAcked(b *testing.B, client, server rdma.Channel, inFlight int) {
+func channelAcked(b *testing.B, client, server rdma.Channel, inFlight int) {
 	want := ackedSetup(b, client, server, inFlight)
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -91,9 +108,9 @@ func ChannelAcked(b *testing.B, client, server rdma.Channel, inFlight int) {
 	}
 }
 
-// ChannelAckedParallel is ChannelAcked(b, client, server, 0) from
+// channelAckedParallel is channelAcked(b, client, server, 0) from
 // GOMAXPROCS goroutines at once, as when many callers share a channel.
-func ChannelAckedParallel(b *testing.B, client, server rdma.Channel) {
+func channelAckedParallel(b *testing.B, client, server rdma.Channel) {
 	want := ackedSetup(b, client, server, 0)
 	var wrong atomic.Uint64
 	b.ReportAllocs()

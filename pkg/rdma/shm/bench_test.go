@@ -138,21 +138,4 @@ func BenchmarkThroughput1MiB(b *testing.B) {
 	b.Run("kind=grpc", func(b *testing.B) { rdmatest.GRPCThroughput(b, size) })
 }
 
-func BenchmarkAcked(b *testing.B) {
-	b.Run("state=idle", func(b *testing.B) {
-		client, server := rdmatest.Pair(b, New(), "")
-		rdmatest.ChannelAcked(b, client, server, 0)
-	})
-	b.Run("state=inflight", func(b *testing.B) {
-		client, server := rdmatest.Pair(b, New(), "")
-		rdmatest.ChannelAcked(b, client, server, 1)
-	})
-	b.Run("state=parallel", func(b *testing.B) {
-		client, server := rdmatest.Pair(b, New(), "")
-		rdmatest.ChannelAckedParallel(b, client, server)
-	})
-	b.Run("state=pingpong", func(b *testing.B) {
-		client, server := rdmatest.Pair(b, New(), "")
-		rdmatest.ChannelPingPongAcked(b, client, server, 64)
-	})
-}
+func BenchmarkAcked(b *testing.B) { rdmatest.Acked(b, New(), "") }
