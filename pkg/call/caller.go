@@ -383,10 +383,8 @@ func (c *Caller) wait(ctx context.Context, p *pending) ([]byte, error) {
 					c.mu.Lock()
 					c.stopReadingLocked()
 				default:
-					if err := c.read(ctx, ch, p); err != nil { // returns with c.mu held
-						if err := c.readFailed(ctx, p, changed); err != nil {
-							return c.finish(p, err)
-						}
+					if err := c.readOrAwait(ctx, ch, p, changed); err != nil {
+						return c.finish(p, err)
 					}
 				}
 				continue
@@ -409,10 +407,8 @@ func (c *Caller) wait(ctx context.Context, p *pending) ([]byte, error) {
 
 		case c.reading.CompareAndSwap(false, true):
 			c.mu.Unlock()
-			if err := c.read(ctx, ch, p); err != nil { // returns with c.mu held
-				if err := c.readFailed(ctx, p, changed); err != nil {
-					return c.finish(p, err)
-				}
+			if err := c.readOrAwait(ctx, ch, p, changed); err != nil {
+				return c.finish(p, err)
 			}
 
 		default:
@@ -436,9 +432,14 @@ func (c *Caller) wait(ctx context.Context, p *pending) ([]byte, error) {
 	}
 }
 
-// readFailed handles a failed read: ctx's error if ctx ended, else the
-// channel ended and p waits for the next one. c.mu is held.
-func (c *Caller) readFailed(ctx context.Context, p *pending, changed <-chan struct{}) error {
+// readOrAwait reads ch as the reader (c.mu released, the reader's place
+// taken) and returns with c.mu held. When the read fails because ctx
+// ended, it returns ctx's error; when the channel ended, p waits for the
+// next one (await), and only ctx's end is returned.
+func (c *Caller) readOrAwait(ctx context.Context, ch rdma.Channel, p *pending, changed <-chan struct{}) error {
+	if err := c.read(ctx, ch, p); err == nil {
+		return nil
+	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -528,9 +529,9 @@ func (c *Caller) read(ctx context.Context, ch rdma.Channel, p *pending) error {
 			rerr = &RemoteError{Message: string(c.in.Payload)}
 		}
 		if id == p.id {
-			reply := p.dst
+			var reply []byte
 			if rerr == nil {
-				reply = append(reply, c.in.Payload...)
+				reply = append(p.dst, c.in.Payload...) //nolint:gocritic // p.dst stays the caller's buffer as given
 			}
 			c.mu.Lock()
 			p.answered, p.reply, p.err = true, reply, rerr

@@ -174,9 +174,9 @@ func newChannel(ctx context.Context, o *options, nc net.Conn, connID string, pee
 		bgDone:          make(chan struct{}),
 		closed:          make(chan struct{}),
 	}
+	c.onContextEnd = c.interruptIfContextEnded
 	c.timer = time.AfterFunc(o.idle, c.onIdle)
 	go c.background()
-	c.onContextEnd = c.interruptIfContextEnded
 	return c
 }
 
