@@ -359,3 +359,72 @@ func TestStaleSocketReplaced(t *testing.T) {
 		t.Fatalf("the live socket is gone: %v", err)
 	}
 }
+
+// TestIsEventfd: the descriptors a peer hands over for kicks pass only when
+// they live on the kernel's anonymous inode, where a kick's write either
+// counts (an eventfd) or fails at once.
+func TestIsEventfd(t *testing.T) {
+	closing := func(t *testing.T, fd int) int {
+		t.Cleanup(func() { _ = unix.Close(fd) })
+		return fd
+	}
+	tests := []struct {
+		name string
+		fd   func(t *testing.T) int
+		want bool
+	}{
+		{"eventfd", func(t *testing.T) int {
+			fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return closing(t, fd)
+		}, true},
+		{"pipe", func(t *testing.T) int {
+			var p [2]int
+			if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+				t.Fatal(err)
+			}
+			closing(t, p[0])
+			return closing(t, p[1])
+		}, false},
+		{"memfd", func(t *testing.T) int {
+			fd, err := unix.MemfdCreate("test", unix.MFD_CLOEXEC)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return closing(t, fd)
+		}, false},
+		{"socket", func(t *testing.T) int {
+			p, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			closing(t, p[1])
+			return closing(t, p[0])
+		}, false},
+		{"regular file", func(t *testing.T) int {
+			f, err := os.Create(t.TempDir() + "/f")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = f.Close() })
+			return int(f.Fd())
+		}, false},
+		{"closed descriptor", func(t *testing.T) int {
+			fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = unix.Close(fd)
+			return fd
+		}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := isEventfd(tt.fd(t)); got != tt.want {
+				t.Fatalf("isEventfd = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
