@@ -3,6 +3,7 @@ package core
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -208,6 +209,68 @@ func TestRetention(t *testing.T) {
 	r.AckUpTo(100)
 	if r.Front() != nil || r.Back() != nil || len(r.Messages()) != 0 {
 		t.Error("not empty")
+	}
+}
+
+// TestRetentionGrows: the ring starts small and grows, up to the capacity,
+// when pushes find it full, keeping the messages in order however the
+// ring had wrapped around.
+func TestRetentionGrows(t *testing.T) {
+	tests := []struct {
+		name     string
+		capacity int
+		popEvery int // pop the oldest after every popEvery pushes (0: never)
+	}{
+		{name: "fills to a capacity past the first ring", capacity: 100},
+		{name: "capacity under the first ring", capacity: 5},
+		{name: "capacity not a power of two", capacity: 37},
+		{name: "grows while wrapped around", capacity: 64, popEvery: 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := NewRetention(tt.capacity)
+			if r.Cap() != tt.capacity {
+				t.Fatalf("Cap %d, want %d", r.Cap(), tt.capacity)
+			}
+			var want []uint64
+			for seq := uint64(1); !r.Full(); seq++ {
+				m := rdma.Message{Header: []byte{byte(seq)}, Payload: []byte{byte(seq), 1}}
+				r.Push(&m, seq, seq)
+				want = append(want, seq)
+				if tt.popEvery > 0 && seq%uint64(tt.popEvery) == 0 {
+					r.Pop()
+					want = want[1:]
+				}
+			}
+			if r.Len() != tt.capacity || len(r.ring) != tt.capacity {
+				t.Fatalf("full at %d messages in a ring of %d, want %d", r.Len(), len(r.ring), tt.capacity)
+			}
+			var got []uint64
+			r.Each(func(e *Entry) {
+				if e.Hdr[0] != byte(e.Seq) || e.Payload[0] != byte(e.Seq) || e.Aux != e.Seq {
+					t.Errorf("message %d holds header %d, payload %d, aux %d", e.Seq, e.Hdr[0], e.Payload[0], e.Aux)
+				}
+				got = append(got, e.Seq)
+			})
+			if !slices.Equal(got, want) {
+				t.Fatalf("held %v, want %v", got, want)
+			}
+			if r.Bytes() != 2*len(want) {
+				t.Errorf("Bytes %d, want %d", r.Bytes(), 2*len(want))
+			}
+			if n := r.AckUpTo(want[len(want)-1]); n != len(want) || r.Len() != 0 {
+				t.Errorf("AckUpTo dropped %d of %d, %d left", n, len(want), r.Len())
+			}
+		})
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		r := NewRetention(initialRetention)
+		m := rdma.Message{Payload: []byte("x")}
+		for seq := range uint64(initialRetention) {
+			r.Push(&m, seq+1, 0)
+		}
+	}); n > 2 {
+		t.Errorf("filling the first ring allocates %v times, want the Retention and its ring only", n)
 	}
 }
 

@@ -17,19 +17,27 @@ type Entry struct {
 }
 
 // Retention keeps the messages a sender has not seen acknowledged, in
-// sequence order, in a ring of fixed capacity (the window), without
+// sequence order, in a ring of bounded capacity (the window). The ring
+// starts small and doubles up to the capacity when a push finds it full,
+// so that a channel that never has many messages in flight (most: a
+// connection's setup allocated the whole window, 57 KiB on shm, for
+// nothing) does not pay for the window; once grown, it pushes without
 // allocating. The header is copied; the payload is referred to (Messages
 // copies both).
 type Retention struct {
 	ring  []Entry
+	max   int
 	head  int
 	n     int
 	bytes int
 }
 
+// initialRetention is the ring a Retention starts with.
+const initialRetention = 16
+
 // NewRetention returns a Retention holding at most capacity messages.
 func NewRetention(capacity int) *Retention {
-	return &Retention{ring: make([]Entry, capacity)}
+	return &Retention{ring: make([]Entry, min(capacity, initialRetention)), max: capacity}
 }
 
 // Len is the number of messages held.
@@ -39,13 +47,16 @@ func (r *Retention) Len() int { return r.n }
 func (r *Retention) Bytes() int { return r.bytes }
 
 // Cap is the capacity.
-func (r *Retention) Cap() int { return len(r.ring) }
+func (r *Retention) Cap() int { return r.max }
 
 // Full reports whether no more message fits.
-func (r *Retention) Full() bool { return r.n == len(r.ring) }
+func (r *Retention) Full() bool { return r.n >= r.max }
 
 // Push records m, sent with sequence number seq. The caller checks Full first.
 func (r *Retention) Push(m *rdma.Message, seq, aux uint64) {
+	if r.n == len(r.ring) {
+		r.grow()
+	}
 	e := &r.ring[(r.head+r.n)%len(r.ring)]
 	e.Seq = seq
 	e.Flags = m.Flags
@@ -54,6 +65,16 @@ func (r *Retention) Push(m *rdma.Message, seq, aux uint64) {
 	e.Aux = aux
 	r.n++
 	r.bytes += len(m.Payload)
+}
+
+// grow doubles the ring, at most to the capacity, keeping the messages in
+// order from its start.
+func (r *Retention) grow() {
+	ring := make([]Entry, min(max(2*len(r.ring), 1), r.max))
+	for i := range r.n {
+		ring[i] = r.ring[(r.head+i)%len(r.ring)]
+	}
+	r.ring, r.head = ring, 0
 }
 
 // Front returns the oldest message, or nil.
