@@ -185,21 +185,37 @@ func (l *followers) remove(p *pending) {
 // a lone call costs one send and one receive on its own goroutine, as a bare
 // round trip does. When its own answer is there, the reader wakes the
 // oldest follower to read in turn.
+//
+// A call that starts while no other call is pending runs alone (see
+// lone): it takes the caller with one compare-and-swap on state and gives
+// it back with another, without c.mu and without entering the table of
+// pending calls. Whoever comes meanwhile (another call, Bind, Close) marks
+// state, so that the lone call's last compare-and-swap fails and it
+// finishes under c.mu; if it must wait on (its channel changed or ended,
+// its context ended), it joins the table as any call (adopt).
 type Caller struct {
 	log *logrus.Entry
+
+	// state holds the bits below. A lone call starts only from 0.
+	state atomic.Uint32
+	cur   atomic.Pointer[bound] // ch, for the lone call to read
 
 	mu      sync.Mutex
 	ch      rdma.Channel
 	changed chan struct{} // closed when ch changes or the caller closes
 	closed  bool
-	nextID  uint64
+	nextID  uint64 // how many calls started in the table (their IDs are odd)
 	pending calls
-	// reading is set while a call reads the channel. It is given up with
-	// c.mu held, and taken with c.mu held or, by a call that has just
-	// sent, without it (see wait).
-	reading   atomic.Bool
+	// rebinds are the Binds that ran while a lone call ran, oldest first.
+	rebinds   []rebind
 	followers followers  // calls waiting for the reader to stop
 	spare     []*pending // finished calls' pendings, for the next calls
+
+	// The lone call's own: its pending, the last ID it used (even IDs),
+	// and the request buffers of the last lone calls.
+	lonely   *pending
+	loneID   uint64
+	loneBufs loneBufs
 
 	in     rdma.Message       // the reader's buffer
 	resend sync.WaitGroup     // goroutines sending calls again after a Bind
@@ -207,10 +223,108 @@ type Caller struct {
 	cancel context.CancelFunc //
 }
 
+// The bits of Caller.state.
+const (
+	// stateLone: a lone call runs. It reads the channel and is not in the
+	// table. Set only from 0, cleared by the lone call.
+	stateLone uint32 = 1 << iota
+	// stateReading: a call of the table reads the channel. Set by it with
+	// c.mu held or just after its send (claimReading), cleared with c.mu
+	// held.
+	stateReading
+	// stateBusy: calls are pending in the table, there is no channel, or
+	// the caller is closed: no lone call starts. Kept with c.mu held
+	// (settleLocked).
+	stateBusy
+	// stateRebound: a Bind ran while the lone call ran.
+	stateRebound
+)
+
+// loneBufs are the request buffers of the last lone calls, taken in turn.
+// A channel refers to what it sent until it acknowledged it (its Unacked
+// copies what it returns, taken atomically with Acked), so a buffer is
+// reused only once acknowledged; with the buffers taken in turn, one
+// Acked covers the next ones too (on shm, Acked reads the peer's consumer
+// position, which the peer has just written).
+type loneBufs struct {
+	b     *bound // whose channel carried the buffers kept
+	acked uint64 // what its Acked returned last
+	buf   [4][]byte
+	seq   [4]uint64
+	next  int
+}
+
+// take returns the next buffer, of length n: the kept one if it is large
+// enough and acknowledged by b's channel, else a new one. The channel is
+// asked only when what it said last does not cover the buffer.
+func (l *loneBufs) take(b *bound, n int) []byte {
+	buf, seq := l.buf[l.next], l.seq[l.next]
+	l.buf[l.next] = nil
+	if cap(buf) < n || b != l.b {
+		return make([]byte, n)
+	}
+	if seq > l.acked {
+		if l.acked = b.ch.Acked(); seq > l.acked {
+			return make([]byte, n)
+		}
+	}
+	return buf[:n]
+}
+
+// keep keeps buf, which b's channel carried as message seq, for the lone
+// call after the next ones.
+func (l *loneBufs) keep(b *bound, buf []byte, seq uint64) {
+	if b != l.b {
+		clear(l.buf[:])
+		l.b, l.acked = b, 0
+	}
+	if cap(buf) <= maxSpareBuf {
+		l.buf[l.next], l.seq[l.next] = buf, seq
+	}
+	l.next = (l.next + 1) % len(l.buf)
+}
+
+// bound holds a channel for Caller.cur.
+type bound struct{ ch rdma.Channel }
+
+// rebind is a Bind that ran while the lone call ran: calls that old
+// carried and whose IDs are in replayed were sent again on ch.
+type rebind struct {
+	old, ch  rdma.Channel
+	replayed map[uint64]bool
+}
+
 // NewCaller returns a caller without a channel yet.
 func NewCaller(log *logrus.Entry) *Caller {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Caller{log: log, changed: make(chan struct{}), ctx: ctx, cancel: cancel}
+	c := &Caller{log: log, changed: make(chan struct{}), ctx: ctx, cancel: cancel}
+	c.state.Store(stateBusy) // no channel yet
+	return c
+}
+
+// settleLocked sets or clears stateBusy after what c.mu guards changed.
+func (c *Caller) settleLocked() {
+	if c.pending.n == 0 && c.ch != nil && !c.closed {
+		c.state.And(^stateBusy)
+	} else {
+		c.state.Or(stateBusy)
+	}
+}
+
+// reading reports whether a call reads the channel.
+func (c *Caller) reading() bool { return c.state.Load()&(stateLone|stateReading) != 0 }
+
+// claimReading takes the reader's place if nobody reads.
+func (c *Caller) claimReading() bool {
+	for {
+		s := c.state.Load()
+		if s&(stateLone|stateReading) != 0 {
+			return false
+		}
+		if c.state.CompareAndSwap(s, s|stateReading) {
+			return true
+		}
+	}
 }
 
 // Bind makes ch the caller's channel; old, if any, is the channel it
@@ -232,6 +346,12 @@ func (c *Caller) Bind(ch, old rdma.Channel) {
 		c.mu.Unlock()
 		return
 	}
+	// Busy first: no lone call starts on the old channel from here on; one
+	// that runs learns of the change when it finishes (adopt).
+	if c.state.Or(stateBusy)&stateLone != 0 {
+		c.rebinds = append(c.rebinds, rebind{old: old, ch: ch, replayed: replayed})
+		c.state.Or(stateRebound)
+	}
 	var resend []*pending
 	c.pending.each(func(p *pending) {
 		switch {
@@ -244,11 +364,13 @@ func (c *Caller) Bind(ch, old rdma.Channel) {
 		}
 	})
 	c.ch = ch
+	c.cur.Store(&bound{ch})
 	close(c.changed)
 	c.changed = make(chan struct{})
 	if len(resend) > 0 {
 		c.resend.Add(1)
 	}
+	c.settleLocked()
 	c.mu.Unlock()
 	if len(resend) > 0 {
 		go c.sendAgain(ch, resend)
@@ -288,6 +410,9 @@ func (c *Caller) AppendCall(ctx context.Context, dst, header, payload []byte) ([
 	if len(header) > MaxHeaderSize {
 		return dst, errors.New("call: header too large")
 	}
+	if c.state.CompareAndSwap(0, stateLone) {
+		return c.lone(ctx, dst, header, payload)
+	}
 	// One buffer holds the header and the copy of the payload. A channel
 	// may refer to it until it acknowledges the call: the pending keeps it
 	// for the next call only if it has (see finish).
@@ -314,15 +439,126 @@ func (c *Caller) AppendCall(ctx context.Context, dst, header, payload []byte) ([
 		}
 	}
 	c.nextID++
-	p.id, p.dst = c.nextID, dst
+	p.id, p.dst = 2*c.nextID+1, dst // odd: lone calls take the even IDs
 	p.header, _ = encode(buf[:0:n], KindCall, p.id, header)
 	p.payload = buf[n:]
 	c.pending.add(p)
+	c.settleLocked()
 	reply, err := c.wait(ctx, p)
 	if err != nil {
 		return dst, err
 	}
 	return reply, nil
+}
+
+// lone makes a call that started while no other call was pending, with
+// stateLone set: it sends and reads on its own, the channel's only reader.
+// It takes c.mu only to hand another call its answer, and when state says
+// that someone came meanwhile.
+func (c *Caller) lone(ctx context.Context, dst, header, payload []byte) ([]byte, error) {
+	b := c.cur.Load()
+	ch := b.ch
+	p := c.lonely
+	if p == nil {
+		p = &pending{wake: make(chan struct{}, 1)}
+		c.lonely = p
+	}
+	n := prefixSize + len(header)
+	buf := c.loneBufs.take(b, n+len(payload))
+	copy(buf[n:], payload)
+	c.loneID += 2
+	p.reset(buf)
+	p.id, p.dst = c.loneID, dst
+	p.header, _ = encode(buf[:0:n], KindCall, p.id, header)
+	p.payload = buf[n:]
+	p.out.Header, p.out.Payload, p.out.Flags = p.header, p.payload, 0
+	p.sentOn, p.tried = ch, true
+	seq, err := ch.Send(ctx, &p.out)
+	p.seq = seq
+	if err != nil {
+		// As any call whose send failed: it goes out again, as a retry,
+		// on the current channel, and if that fails too, on the next.
+		p.sentOn = nil
+		c.mu.Lock()
+		c.adoptLocked(p)
+		if ctx.Err() != nil {
+			return c.finish(p, ctx.Err())
+		}
+		return c.wait(ctx, p)
+	}
+	for {
+		if err := ch.Recv(ctx, &c.in); err != nil {
+			c.mu.Lock()
+			c.adoptLocked(p)
+			if ctx.Err() != nil {
+				return c.finish(p, ctx.Err())
+			}
+			return c.wait(ctx, p) // the channel ended: wait for the next one
+		}
+		kind, id, _, err := decode(c.in.Header)
+		if err != nil || (kind != KindReply && kind != KindError) {
+			c.log.WithField("conn_id", ch.ConnID()).Debug("call: dropped a message that is not an answer")
+			continue
+		}
+		if id == p.id {
+			reply, err := c.answer(kind, dst)
+			p.dst = nil
+			c.loneBufs.keep(b, p.buf, p.seq)
+			if !c.state.CompareAndSwap(stateLone, 0) {
+				// Someone came: give the reader's place up under c.mu, so
+				// that a follower is woken.
+				c.mu.Lock()
+				c.rebinds = nil
+				c.state.And(^(stateLone | stateRebound))
+				c.handOffLocked()
+				c.mu.Unlock()
+			}
+			if err != nil {
+				return dst, err
+			}
+			return reply, nil
+		}
+		c.mu.Lock()
+		c.deliverLocked(id, kind)
+		if c.closed || c.ch != ch {
+			c.adoptLocked(p)
+			return c.wait(ctx, p)
+		}
+		c.mu.Unlock()
+	}
+}
+
+// adoptLocked makes the lone call p a call of the table, not answered yet,
+// and gives up the reader's place: it goes on waiting as any call does.
+// What Bind does for the calls of the table it does here for p, for the
+// Binds that ran meanwhile: a call sent on a channel a Bind replaced, and
+// not carried by the replay, is sent again on the current channel, marked
+// as a retry, whether or not its caller still waits. c.mu is held.
+func (c *Caller) adoptLocked(p *pending) {
+	c.lonely = nil // p is the table's now
+	on, again := p.sentOn, false
+	for _, rb := range c.rebinds {
+		if on != nil && on == rb.old {
+			again = again || !rb.replayed[p.id]
+			on, p.pinned = rb.ch, true
+		}
+	}
+	switch {
+	case on != c.ch || c.closed:
+		// Not sent, or its channel ended without a Bind: the call sends
+		// it again if it waits for the next channel.
+		p.sentOn = nil
+	case again:
+		p.sentOn = on
+		c.resend.Add(1)
+		go c.sendAgain(on, []*pending{p})
+	default:
+		p.sentOn = on
+	}
+	c.rebinds = nil
+	c.pending.add(p)
+	c.state.And(^(stateLone | stateRebound))
+	c.settleLocked()
 }
 
 // newPendingLocked returns a spare pending or a new one. c.mu is held.
@@ -377,7 +613,7 @@ func (c *Caller) wait(ctx context.Context, p *pending) ([]byte, error) {
 			c.mu.Unlock()
 			seq, err := ch.Send(ctx, &p.out)
 			p.seq = seq
-			if err == nil && c.reading.CompareAndSwap(false, true) {
+			if err == nil && c.claimReading() {
 				select {
 				case <-p.wake: // perhaps answered: look under c.mu
 					c.mu.Lock()
@@ -405,7 +641,7 @@ func (c *Caller) wait(ctx context.Context, p *pending) ([]byte, error) {
 				return c.finish(p, err)
 			}
 
-		case c.reading.CompareAndSwap(false, true):
+		case c.claimReading():
 			c.mu.Unlock()
 			if err := c.readOrAwait(ctx, ch, p, changed); err != nil {
 				return c.finish(p, err)
@@ -475,6 +711,7 @@ func (c *Caller) finish(p *pending, err error) ([]byte, error) {
 		reply, err = p.reply, p.err
 	}
 	c.pending.remove(p)
+	c.settleLocked()
 	c.followers.remove(p)
 	c.handOffLocked()
 	if !p.pinned && len(c.spare) < maxSpare {
@@ -498,7 +735,7 @@ func (c *Caller) finish(p *pending, err error) ([]byte, error) {
 // handOffLocked wakes the oldest follower when nobody reads, so that it
 // reads in turn; if it leaves instead, it hands off again. c.mu is held.
 func (c *Caller) handOffLocked() {
-	if !c.reading.Load() && c.followers.head != nil {
+	if c.followers.head != nil && !c.reading() {
 		c.followers.head.signal()
 	}
 }
@@ -524,29 +761,15 @@ func (c *Caller) read(ctx context.Context, ch rdma.Channel, p *pending) error {
 		// p is not answered yet (the reader would have stopped) and nobody
 		// but its reader answers it. Another call's dst is looked up with
 		// the lock held.
-		var rerr error
-		if kind == KindError {
-			rerr = &RemoteError{Message: string(c.in.Payload)}
-		}
 		if id == p.id {
-			var reply []byte
-			if rerr == nil {
-				reply = append(p.dst, c.in.Payload...) //nolint:gocritic // p.dst stays the caller's buffer as given
-			}
+			reply, rerr := c.answer(kind, p.dst)
 			c.mu.Lock()
 			p.answered, p.reply, p.err = true, reply, rerr
 			c.stopReadingLocked()
 			return nil
 		}
 		c.mu.Lock()
-		// An answer that finds no call is for a call sent twice, or given up.
-		if q := c.pending.get(id); q != nil && !q.answered {
-			q.answered, q.err = true, rerr
-			if rerr == nil {
-				q.reply = append(q.dst, c.in.Payload...) //nolint:gocritic // q.dst stays the caller's buffer as given
-			}
-			q.signal()
-		}
+		c.deliverLocked(id, kind)
 		if p.answered || c.closed || c.ch != ch {
 			c.stopReadingLocked()
 			return nil
@@ -555,9 +778,31 @@ func (c *Caller) read(ctx context.Context, ch rdma.Channel, p *pending) error {
 	}
 }
 
+// deliverLocked hands the answer in c.in, with its ID and kind, to its
+// call. An answer that finds no call is for a call sent twice, or given
+// up. c.mu is held.
+func (c *Caller) deliverLocked(id uint64, kind Kind) {
+	q := c.pending.get(id)
+	if q == nil || q.answered {
+		return
+	}
+	q.answered = true
+	q.reply, q.err = c.answer(kind, q.dst)
+	q.signal()
+}
+
+// answer returns the answer in c.in, of the given kind: its payload
+// appended to dst, or the handler's error.
+func (c *Caller) answer(kind Kind, dst []byte) ([]byte, error) {
+	if kind == KindError {
+		return nil, &RemoteError{Message: string(c.in.Payload)}
+	}
+	return append(dst, c.in.Payload...), nil
+}
+
 // stopReadingLocked gives up the reader's place. c.mu is held.
 func (c *Caller) stopReadingLocked() {
-	c.reading.Store(false)
+	c.state.And(^stateReading)
 	c.handOffLocked()
 }
 
@@ -624,7 +869,11 @@ func (c *Caller) current() (rdma.Channel, <-chan struct{}, bool) {
 func (c *Caller) Pending() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.pending.n
+	n := c.pending.n
+	if c.state.Load()&stateLone != 0 {
+		n++
+	}
+	return n
 }
 
 // Close fails every waiting call with ErrClosed. It does not close the
@@ -638,6 +887,7 @@ func (c *Caller) Close() {
 	}
 	c.closed = true
 	close(c.changed)
+	c.settleLocked()
 	c.mu.Unlock()
 	c.cancel()
 	c.resend.Wait()

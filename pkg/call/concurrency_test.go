@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/tether-mesh/tether/pkg/call"
 	"github.com/tether-mesh/tether/pkg/rdma"
@@ -434,6 +435,171 @@ func TestServeEchoesUnacknowledged(t *testing.T) {
 			}
 			_ = ch.Close()
 			<-served
+		})
+	}
+}
+
+// gated holds every Recv at a gate, after telling that it was called (the
+// call's send is done by then).
+type gated struct {
+	rdma.Channel
+	receiving chan<- struct{}
+	gate      <-chan struct{}
+}
+
+func (g *gated) Recv(ctx context.Context, m *rdma.Message) error {
+	g.receiving <- struct{}{}
+	<-g.gate
+	return g.Channel.Recv(ctx, m)
+}
+
+// retries is a member that echoes and records the retries it sees; it
+// allocates nothing for other calls.
+type retries struct {
+	mu   sync.Mutex
+	seen []string
+	more chan struct{}
+}
+
+// serve serves a new channel until the test ends and returns its client
+// end.
+func (r *retries) serve(t *testing.T) rdma.Channel {
+	ch, srv := inprocPair(t, 0)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = call.Serve(ctx, srv, func(_ context.Context, req *call.Request) ([]byte, error) {
+			if req.Retry {
+				r.mu.Lock()
+				r.seen = append(r.seen, string(req.Payload))
+				r.mu.Unlock()
+				select {
+				case r.more <- struct{}{}:
+				default:
+				}
+			}
+			return req.Payload, nil
+		}, quiet)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return ch
+}
+
+func (r *retries) get() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.seen)
+}
+
+// TestLoneCallAcrossBinds: a call made while no other call is pending runs
+// without the table of pending calls; the Binds that run while it reads
+// must treat it as Bind treats the calls of the table. The call sees the
+// Binds only once they are done (its Recv is held at a gate), and then
+// completes on the last channel, which sees it once, as a retry, even when
+// its caller gave up meanwhile. Afterwards, calls run alone again.
+func TestLoneCallAcrossBinds(t *testing.T) {
+	tests := []struct {
+		name     string
+		received bool // the first member received the call (no replay carries it)
+		binds    int  // channels the connection moves to while the call reads
+		giveUp   bool // the caller gives up after the Binds
+	}{
+		{name: "replayed by the Bind", binds: 1},
+		{name: "received, so sent again", received: true, binds: 1},
+		{name: "replayed, then moved again", binds: 2},
+		{name: "received, then moved twice", received: true, binds: 2},
+		{name: "sent again though its caller gave up", received: true, binds: 1, giveUp: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+			defer cancel()
+			chA, srvA := inprocPair(t, 0)
+			receiving, gate := make(chan struct{}, 1), make(chan struct{})
+			a := &gated{Channel: chA, receiving: receiving, gate: gate}
+			c := call.NewCaller(quiet)
+			defer c.Close()
+			c.Bind(a, nil)
+
+			callCtx, giveUp := context.WithCancel(ctx)
+			defer giveUp()
+			type result struct {
+				reply string
+				err   error
+			}
+			done := make(chan result, 1)
+			go func() {
+				reply, err := c.Call(callCtx, nil, []byte("lone"))
+				done <- result{string(reply), err}
+			}()
+			<-receiving // sent on a; its Recv waits at the gate
+			if n := c.Pending(); n != 1 {
+				t.Errorf("Pending %d while the call reads, want 1", n)
+			}
+			if tt.received {
+				recvCalls(ctx, t, srvA, 1)
+			}
+			_ = srvA.Close()
+			members := make([]*retries, tt.binds)
+			var old rdma.Channel = a
+			for i := range members {
+				members[i] = &retries{more: make(chan struct{}, 1)}
+				ch := members[i].serve(t)
+				rebind(t, c, old, ch)
+				old = ch
+			}
+			if tt.giveUp {
+				giveUp()
+			}
+			close(gate)
+
+			r := <-done
+			last := members[len(members)-1]
+			switch {
+			case tt.giveUp:
+				if !errors.Is(r.err, context.Canceled) {
+					t.Fatalf("got %q, %v; want the caller's context error", r.reply, r.err)
+				}
+				// Sent again all the same, as Bind sends the calls of the table.
+				deadline := time.After(testTimeout)
+				for len(last.get()) == 0 {
+					select {
+					case <-last.more:
+					case <-deadline:
+						t.Fatal("the call was not sent again")
+					}
+				}
+			case r.err != nil || r.reply != "lone":
+				t.Fatalf("got %q, %v", r.reply, r.err)
+			}
+			// The last channel sees it once; one before may have taken a
+			// replay and lost its answer with its channel.
+			for i, m := range members {
+				got := fmt.Sprint(m.get())
+				if got != "[lone]" && (m == last || got != "[]") {
+					t.Errorf("member %d saw retries %s, want [lone]%s", i+1, got, map[bool]string{false: " or none"}[m == last])
+				}
+			}
+			if n := c.Pending(); n != 0 {
+				t.Errorf("%d calls pending at the end", n)
+			}
+			if !call.Idle(c) {
+				t.Error("the caller is not ready for a lone call")
+			}
+			// The next calls run alone again, and allocate nothing.
+			reply := make([]byte, 0, 64)
+			if allocs := testing.AllocsPerRun(100, func() {
+				var err error
+				if reply, err = c.AppendCall(ctx, reply[:0], nil, []byte("next")); err != nil || string(reply) != "next" {
+					t.Fatalf("next call: %q, %v", reply, err)
+				}
+			}); allocs != 0 {
+				t.Errorf("a call after the move allocates %v times", allocs)
+			}
 		})
 	}
 }

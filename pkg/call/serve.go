@@ -35,22 +35,30 @@ type Handler func(ctx context.Context, req *Request) (reply []byte, err error)
 func Serve(ctx context.Context, ch rdma.Channel, h Handler, log *logrus.Entry) error {
 	// Messages are received into in[i]. An answer may be the request's own
 	// payload (an echo), which the channel may read from until the peer
-	// acknowledges it: after an echo, the next message goes to the other
+	// acknowledges it: after an echo, the next message goes to the next
 	// buffer, which is given up first if the answer it carries is still
 	// unacknowledged. In a ping-pong it never is: the peer took that
-	// answer before it sent the message just received.
+	// answer before it sent a later message. The channel is asked only
+	// when what it said last does not cover that answer; with the buffers
+	// taken in turn, one Acked covers the next ones too (on shm, Acked
+	// reads the peer's consumer position, which the peer has just
+	// written). Only handlers that echo use more than one buffer.
 	var (
-		in     [2]rdma.Message
-		echoed [2]uint64 // the sequence number of the answer in in[i]'s buffer, or 0
+		in     [4]rdma.Message
+		echoed [4]uint64 // the sequence number of the answer in in[i]'s buffer, or 0
+		acked  uint64    // what ch.Acked returned last
 		out    rdma.Message
 	)
 	hdr := make([]byte, 0, prefixSize)
 	req := Request{ConnID: ch.ConnID()}
 	for i := 0; ; {
 		if echoed[i] != 0 {
-			i ^= 1
+			i = (i + 1) % len(in)
 			if seq := echoed[i]; seq != 0 {
-				if ch.Acked() < seq {
+				if acked < seq {
+					acked = ch.Acked()
+				}
+				if acked < seq {
 					in[i].Detach()
 				}
 				echoed[i] = 0
