@@ -27,7 +27,7 @@ func BenchmarkCall(b *testing.B) {
 		ch := serveInproc(b, func(ctx context.Context, srv rdma.Channel) { _ = call.Serve(ctx, srv, echo, quiet) })
 		c := call.NewCaller(quiet)
 		defer c.Close()
-		c.Bind(ch, nil)
+		c.Bind(ch, nil, nil)
 		reply := make([]byte, 0, len(payload))
 		b.ReportAllocs()
 		for b.Loop() {
@@ -42,7 +42,7 @@ func BenchmarkCall(b *testing.B) {
 		ch := serveInproc(b, func(ctx context.Context, srv rdma.Channel) { _ = call.Serve(ctx, srv, echo, quiet) })
 		c := call.NewCaller(quiet)
 		defer c.Close()
-		c.Bind(ch, nil)
+		c.Bind(ch, nil, nil)
 		b.ReportAllocs()
 		for b.Loop() {
 			if _, err := c.Call(ctx, nil, payload); err != nil {

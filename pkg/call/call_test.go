@@ -136,14 +136,15 @@ func (m *member) connect(ctx context.Context, connID string) (rdma.Channel, func
 // the old one closes, then the caller learns of the change.
 func rebind(t *testing.T, c *call.Caller, old, ch rdma.Channel) {
 	t.Helper()
-	for _, m := range old.Unacked() {
-		m.Flags |= rdma.FlagRetry
-		if _, err := ch.Send(context.Background(), &m); err != nil {
+	replayed := old.Unacked()
+	for i := range replayed {
+		replayed[i].Flags |= rdma.FlagRetry
+		if _, err := ch.Send(context.Background(), &replayed[i]); err != nil {
 			t.Fatal(err)
 		}
 	}
 	_ = old.Close()
-	c.Bind(ch, old)
+	c.Bind(ch, old, replayed)
 }
 
 func TestCallsAndSends(t *testing.T) {
@@ -154,7 +155,7 @@ func TestCallsAndSends(t *testing.T) {
 	defer stop()
 	c := call.NewCaller(quiet)
 	defer c.Close()
-	c.Bind(ch, nil)
+	c.Bind(ch, nil, nil)
 
 	tests := []struct {
 		name    string
@@ -221,7 +222,7 @@ func TestEchoedPayloadsStayIntact(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := call.NewCaller(quiet)
-	c.Bind(ch, nil)
+	c.Bind(ch, nil, nil)
 	var wg sync.WaitGroup
 	for w := range 8 {
 		wg.Go(func() {
@@ -249,7 +250,7 @@ func TestConcurrentCalls(t *testing.T) {
 	defer stop()
 	c := call.NewCaller(quiet)
 	defer c.Close()
-	c.Bind(ch, nil)
+	c.Bind(ch, nil, nil)
 	var wg sync.WaitGroup
 	for w := range 8 {
 		wg.Go(func() {
@@ -280,7 +281,7 @@ func TestCallsSurviveAChangeOfChannel(t *testing.T) {
 	defer stopB()
 	c := call.NewCaller(quiet)
 	defer c.Close()
-	c.Bind(chA, nil)
+	c.Bind(chA, nil, nil)
 
 	type result struct {
 		reply string

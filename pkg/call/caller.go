@@ -328,17 +328,15 @@ func (c *Caller) claimReading() bool {
 }
 
 // Bind makes ch the caller's channel; old, if any, is the channel it
-// replaces, whose unacknowledged messages were already sent again on ch.
-// Calls that old carried and that are not among those are sent again on ch,
-// marked as retries; calls never sent go out with their caller. Bind does
-// not block: it fits rdma.BindFunc.
-func (c *Caller) Bind(ch, old rdma.Channel) {
-	replayed := map[uint64]bool{}
-	if old != nil {
-		for _, m := range old.Unacked() {
-			if kind, id, _, err := decode(m.Header); err == nil && kind == KindCall {
-				replayed[id] = true
-			}
+// replaces, and replayed are old's unacknowledged messages, which were
+// already sent again on ch (see rdma.BindFunc). Calls that old carried and
+// that are not among those are sent again on ch, marked as retries; calls
+// never sent go out with their caller. Bind does not block.
+func (c *Caller) Bind(ch, old rdma.Channel, replayed []rdma.Message) {
+	ids := make(map[uint64]bool, len(replayed))
+	for _, m := range replayed {
+		if kind, id, _, err := decode(m.Header); err == nil && kind == KindCall {
+			ids[id] = true
 		}
 	}
 	c.mu.Lock()
@@ -349,14 +347,14 @@ func (c *Caller) Bind(ch, old rdma.Channel) {
 	// Busy first: no lone call starts on the old channel from here on; one
 	// that runs learns of the change when it finishes (adopt).
 	if c.state.Or(stateBusy)&stateLone != 0 {
-		c.rebinds = append(c.rebinds, rebind{old: old, ch: ch, replayed: replayed})
+		c.rebinds = append(c.rebinds, rebind{old: old, ch: ch, replayed: ids})
 		c.state.Or(stateRebound)
 	}
 	var resend []*pending
 	c.pending.each(func(p *pending) {
 		switch {
 		case p.answered:
-		case old != nil && p.sentOn == old && replayed[p.id]:
+		case old != nil && p.sentOn == old && ids[p.id]:
 			p.sentOn, p.pinned = ch, true
 		case p.sentOn != nil: // sent, never answered: again, as a retry
 			p.sentOn, p.pinned = ch, true

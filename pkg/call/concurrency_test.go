@@ -134,7 +134,7 @@ func TestAnswersInAnyOrder(t *testing.T) {
 			ch, srv := inprocPair(t, 0)
 			c := call.NewCaller(quiet)
 			defer c.Close()
-			c.Bind(ch, nil)
+			c.Bind(ch, nil, nil)
 
 			for round := range 2 {
 				var wg sync.WaitGroup
@@ -197,7 +197,7 @@ func TestAnswersWhileTheReaderWaits(t *testing.T) {
 	sending, receiving := make(chan string, others+1), make(chan struct{}, others+10)
 	c := call.NewCaller(quiet)
 	defer c.Close()
-	c.Bind(&notifying{Channel: ch, sending: sending, receiving: receiving}, nil)
+	c.Bind(&notifying{Channel: ch, sending: sending, receiving: receiving}, nil, nil)
 	start := func(wg *sync.WaitGroup, p string) {
 		wg.Go(func() {
 			if reply, err := c.Call(ctx, nil, []byte(p)); err != nil || string(reply) != "re:"+p {
@@ -255,7 +255,7 @@ func TestBindWhileCallsWait(t *testing.T) {
 			wrappedA := &notifying{Channel: chA, sending: sending}
 			c := call.NewCaller(quiet)
 			defer c.Close()
-			c.Bind(wrappedA, nil)
+			c.Bind(wrappedA, nil, nil)
 
 			var wg sync.WaitGroup
 			want := map[string]bool{}
@@ -309,7 +309,7 @@ func TestResentCallsAreNotReused(t *testing.T) {
 	wrappedB := &notifying{Channel: chB, sending: sending}
 	c := call.NewCaller(quiet)
 	defer c.Close()
-	c.Bind(wrappedA, nil)
+	c.Bind(wrappedA, nil, nil)
 
 	oldCtx, giveUp := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -365,7 +365,7 @@ func TestCloseDuringCalls(t *testing.T) {
 			ch, srv := inprocPair(t, 0)
 			sending := make(chan string, calls)
 			c := call.NewCaller(quiet)
-			c.Bind(&notifying{Channel: ch, sending: sending}, nil)
+			c.Bind(&notifying{Channel: ch, sending: sending}, nil, nil)
 			errs := make(chan error, calls)
 			for range calls {
 				go func() {
@@ -523,7 +523,7 @@ func TestLoneCallAcrossBinds(t *testing.T) {
 			a := &gated{Channel: chA, receiving: receiving, gate: gate}
 			c := call.NewCaller(quiet)
 			defer c.Close()
-			c.Bind(a, nil)
+			c.Bind(a, nil, nil)
 
 			callCtx, giveUp := context.WithCancel(ctx)
 			defer giveUp()

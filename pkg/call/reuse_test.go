@@ -66,7 +66,7 @@ func TestRequestBufferReuse(t *testing.T) {
 			}()
 			rec := &recording{Channel: client, neverAcked: tt.neverAcked}
 			c := call.NewCaller(quiet)
-			c.Bind(rec, nil)
+			c.Bind(rec, nil, nil)
 			const n = 20
 			for i := range n {
 				p := fmt.Appendf(nil, "call-%02d", i)
@@ -117,7 +117,7 @@ func TestAppendCall(t *testing.T) {
 		}, quiet)
 	}()
 	c := call.NewCaller(quiet)
-	c.Bind(client, nil)
+	c.Bind(client, nil, nil)
 	defer func() {
 		c.Close()
 		_ = client.Close()

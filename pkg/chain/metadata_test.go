@@ -406,14 +406,14 @@ func TestCloseWaitsForRequest(t *testing.T) {
 	case <-time.After(50 * time.Millisecond): // a bounded look for a wrong event, not a wait for a right one
 	}
 	close(g.release)
-	if ev := waitFor(t, order); ev != "request done <nil>" {
-		t.Fatalf("first %q", ev)
-	}
 	if ev := waitFor(t, g.arrived); ev != "close a" {
 		t.Fatalf("then %q", ev)
 	}
-	if ev := waitFor(t, order); ev != "close done <nil>" {
-		t.Fatalf("then %q", ev)
+	// Both end well; which goroutine reports first is up to the scheduler
+	// (the request's event is over before the close's starts).
+	done := map[string]bool{waitFor(t, order): true, waitFor(t, order): true}
+	if !done["request done <nil>"] || !done["close done <nil>"] {
+		t.Fatalf("ended with %v", done)
 	}
 	if n := connections(t, srv); n != 0 {
 		t.Fatalf("%d connections left", n)

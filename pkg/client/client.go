@@ -162,7 +162,7 @@ func (c *Client) observe(r heal.Report) {
 }
 
 // bind gives a connection's new channel to its caller.
-func (c *Client) bind(connID string, ch, old rdma.Channel) {
+func (c *Client) bind(connID string, ch, old rdma.Channel, replayed []rdma.Message) {
 	if cn := c.lookup(connID); cn != nil {
 		cn.mu.Lock()
 		cn.stats.Binds++
@@ -173,7 +173,7 @@ func (c *Client) bind(connID string, ch, old rdma.Channel) {
 			cn.counted = ch
 		}
 		cn.mu.Unlock()
-		cn.caller.Bind(ch, old)
+		cn.caller.Bind(ch, old, replayed)
 	}
 }
 

@@ -19,10 +19,13 @@ import (
 const DefaultDialTimeout = 5 * time.Second
 
 // BindFunc learns that a connection's channel changed: ch is the new one,
-// old the one it replaces (nil on the first bind), being closed, whose
-// unacknowledged messages were sent again on ch with FlagRetry. It runs
-// inside the connection's Request event and must not block.
-type BindFunc func(connID string, ch, old Channel)
+// old the one it replaces (nil on the first bind), being closed; replayed
+// are old's unacknowledged messages as they were sent again on ch, marked
+// FlagRetry (read them; they may be in flight on ch). It is told what was
+// replayed rather than asking old: a message old's peer takes after the
+// replay would no longer be in old.Unacked. It runs inside the
+// connection's Request event and must not block.
+type BindFunc func(connID string, ch, old Channel, replayed []Message)
 
 // ClientOption configures NewClient.
 type ClientOption func(*clientOptions)
@@ -111,7 +114,7 @@ func (c *client) Request(ctx context.Context, req *networkservice.NetworkService
 	if old != nil && old.b == b && old.ch.Err() == nil {
 		return resp, nil // the same binding, still working
 	}
-	ch, err := c.open(ctx, b, old)
+	ch, replayed, err := c.open(ctx, b, old)
 	if err != nil {
 		c.abandon(ctx, old, resp, next, opts)
 		return nil, status.Errorf(codes.Unavailable, "rdma: open the %s channel to %s: %v", b.Provider, b.Address, err)
@@ -122,34 +125,36 @@ func (c *client) Request(ctx context.Context, req *networkservice.NetworkService
 		oldCh = old.ch
 	}
 	if c.opts.bind != nil {
-		c.opts.bind(resp.GetId(), ch, oldCh)
+		c.opts.bind(resp.GetId(), ch, oldCh, replayed)
 	}
 	return resp, nil
 }
 
 // open dials the binding's channel and sends the old channel's
-// unacknowledged messages on it; then the old channel is closed.
-func (c *client) open(ctx context.Context, b Binding, old *bound) (Channel, error) {
+// unacknowledged messages on it, which it returns; then the old channel is
+// closed.
+func (c *client) open(ctx context.Context, b Binding, old *bound) (Channel, []Message, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.dialTimeout)
 	defer cancel()
 	ch, err := c.providers[b.Provider].Dial(ctx, b.Address, b.ConnID, b.Secret)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if old == nil {
-		return ch, nil
+		return ch, nil, nil
 	}
-	for _, m := range old.ch.Unacked() {
-		m.Flags |= FlagRetry
-		if _, err := ch.Send(ctx, &m); err != nil {
+	replayed := old.ch.Unacked()
+	for i := range replayed {
+		replayed[i].Flags |= FlagRetry
+		if _, err := ch.Send(ctx, &replayed[i]); err != nil {
 			_ = ch.Close()
-			return nil, fmt.Errorf("replaying unacknowledged message %d: %w", m.Seq, err)
+			return nil, nil, fmt.Errorf("replaying unacknowledged message %d: %w", replayed[i].Seq, err)
 		}
 	}
 	// The old channel goes off the Request's path: its peer may be
 	// unreachable, and a close that waits for it must not hold up the heal.
 	go old.ch.Close() //nolint:errcheck // nobody to tell
-	return ch, nil
+	return ch, replayed, nil
 }
 
 // abandon closes, at the endpoint, a connection that this Request opened

@@ -254,10 +254,13 @@ func TestClientRebindsAndReplays(t *testing.T) {
 	a, _, _ := endpointChain(t, rdma.WithChannelHandler(holding))
 	rec := &recording{got: make(chan struct{}, 16)}
 	b, _, _ := endpointChain(t, rdma.WithChannelHandler(rec.handle))
-	type bind struct{ ch, old rdma.Channel }
+	type bind struct {
+		ch, old  rdma.Channel
+		replayed []rdma.Message
+	}
 	binds := make(chan bind, 4)
 	cl := chain.NewClient(
-		rdma.NewClient(rdma.WithProviders(inproc.New()), rdma.WithBind(func(_ string, ch, old rdma.Channel) { binds <- bind{ch, old} })),
+		rdma.NewClient(rdma.WithProviders(inproc.New()), rdma.WithBind(func(_ string, ch, old rdma.Channel, replayed []rdma.Message) { binds <- bind{ch, old, replayed} })),
 		chain.ClientTail(&router{endpoints: map[string]networkservice.NetworkServiceServer{"a": a, "b": b}}),
 	)
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
@@ -268,7 +271,7 @@ func TestClientRebindsAndReplays(t *testing.T) {
 		t.Fatal(err)
 	}
 	first := <-binds
-	if first.old != nil || first.ch.Provider() != "inproc" {
+	if first.old != nil || first.replayed != nil || first.ch.Provider() != "inproc" {
 		t.Fatalf("first bind %+v", first)
 	}
 	// A refresh with the same binding keeps the channel.
@@ -313,6 +316,14 @@ func TestClientRebindsAndReplays(t *testing.T) {
 	rec.mu.Unlock()
 	if got != "[m0 retry=true m1 retry=true m2 retry=true]" {
 		t.Fatalf("b received %s", got)
+	}
+	// The bind is told what went again.
+	var told []string
+	for _, m := range second.replayed {
+		told = append(told, fmt.Sprintf("%s retry=%v", m.Payload, m.Retry()))
+	}
+	if got := fmt.Sprint(told); got != "[m0 retry=true m1 retry=true m2 retry=true]" {
+		t.Fatalf("the bind was told of %s", got)
 	}
 	if _, err := cl.Close(ctx, conn); err != nil {
 		t.Fatal(err)
