@@ -8,7 +8,9 @@
 //
 // Cost: Caller.AppendCall with a buffer that has room allocates nothing;
 // a call's request buffer is reused once its channel acknowledged it (see
-// rdma.Channel.Unacked). Call returns each answer in a new slice.
+// rdma.Channel.Unacked). Call returns each answer in a new slice. A call
+// made while no other is pending takes no lock: two compare-and-swaps on
+// the caller's state.
 //
 // Delivery: a call is answered at most once to its caller, which waits for
 // the answer until its context ends (then the call fails with the context's
