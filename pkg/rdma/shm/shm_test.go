@@ -136,6 +136,13 @@ func TestMaliciousSetup(t *testing.T) {
 		return fd
 	}
 	eventfd := func(t *testing.T) int {
+		fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fd
+	}
+	blocking := func(t *testing.T) int { // kicks could block on it
 		fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
 		if err != nil {
 			t.Fatal(err)
@@ -167,6 +174,7 @@ func TestMaliciousSetup(t *testing.T) {
 		{"no descriptor", []step{{setup, nil}}},
 		{"two descriptors", []step{{setup, []func(*testing.T) int{good, eventfd}}}},
 		{"ring with a pipe", []step{{setup, []func(*testing.T) int{good, eventfd, pipe}}}},
+		{"ring with a blocking eventfd", []step{{setup, []func(*testing.T) int{good, blocking, eventfd}}}},
 		{"ring with the region", []step{{setup, []func(*testing.T) int{good, good, eventfd}}}},
 		{"connected instead of setup", []step{{ctlMsg{typ: ctlConnected}, []func(*testing.T) int{eventfd, eventfd}}}},
 	}
@@ -362,7 +370,7 @@ func TestStaleSocketReplaced(t *testing.T) {
 
 // TestIsEventfd: the descriptors a peer hands over for kicks pass only when
 // they live on the kernel's anonymous inode, where a kick's write either
-// counts (an eventfd) or fails at once.
+// counts (an eventfd) or fails at once, and never blocks.
 func TestIsEventfd(t *testing.T) {
 	closing := func(t *testing.T, fd int) int {
 		t.Cleanup(func() { _ = unix.Close(fd) })
@@ -380,6 +388,13 @@ func TestIsEventfd(t *testing.T) {
 			}
 			return closing(t, fd)
 		}, true},
+		{"blocking eventfd", func(t *testing.T) int {
+			fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return closing(t, fd)
+		}, false},
 		{"pipe", func(t *testing.T) int {
 			var p [2]int
 			if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
@@ -412,7 +427,7 @@ func TestIsEventfd(t *testing.T) {
 			return int(f.Fd())
 		}, false},
 		{"closed descriptor", func(t *testing.T) int {
-			fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
+			fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
 			if err != nil {
 				t.Fatal(err)
 			}

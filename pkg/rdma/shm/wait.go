@@ -151,7 +151,11 @@ var anonInode = sync.OnceValues(func() (unix.Stat_t, error) {
 // isEventfd reports whether fd, a peer's descriptor we kick, is an eventfd
 // or another file on the kernel's anonymous inode (epoll, timerfd, ...),
 // whose write fails at once: not a pipe, socket or regular file, where a
-// kick would write data or block. One fstat; reading the /proc link that
+// kick would write data or block. It must be in non-blocking mode (ours
+// are), or a peer that filled its counter would hold a kick, and the
+// Send or Close behind it, forever. (The peer shares the file's mode and
+// could change it later; peers are checked with SO_PEERCRED, by default
+// for our own user.) One fstat and one fcntl; reading the /proc link that
 // names the kind cost ten times as much in a connection's setup.
 func isEventfd(fd int) bool {
 	ref, err := anonInode()
@@ -162,5 +166,9 @@ func isEventfd(fd int) bool {
 	if unix.Fstat(fd, &st) != nil {
 		return false
 	}
-	return st.Dev == ref.Dev && st.Ino == ref.Ino && st.Mode&unix.S_IFMT == ref.Mode&unix.S_IFMT
+	if st.Dev != ref.Dev || st.Ino != ref.Ino || st.Mode&unix.S_IFMT != ref.Mode&unix.S_IFMT {
+		return false
+	}
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	return err == nil && fl&unix.O_NONBLOCK != 0
 }
