@@ -168,6 +168,25 @@ func (c *channel) takeSlotLocked() (uint32, error) {
 	return s, nil
 }
 
+// slotForLocked returns a free send slot for the next post of ps. When none
+// is free it posts ps first, with mu released, so that their completions
+// can free one. mu is held, and released when it returns an error.
+func (c *channel) slotForLocked(ps *[]post) (uint32, error) {
+	if len(c.free) == 0 && len(*ps) > 0 {
+		c.mu.Unlock()
+		if err := c.post(*ps); err != nil {
+			return 0, err
+		}
+		*ps = (*ps)[:0]
+		c.mu.Lock()
+	}
+	s, err := c.takeSlotLocked()
+	if err != nil {
+		c.mu.Unlock()
+	}
+	return s, err
+}
+
 // sendFrame posts one frame (a header and a body that fit a slot); sendSem
 // is held.
 func (c *channel) sendFrame(h header, body []byte) error {
@@ -256,17 +275,8 @@ func (c *channel) Send(ctx context.Context, m *rdma.Message) (uint64, error) {
 		room := capacity - len(hdr)
 		chunk := payload[off:min(len(payload), off+room)]
 		c.mu.Lock()
-		if len(c.free) == 0 && len(ps) > 0 {
-			c.mu.Unlock()
-			if err := c.post(ps); err != nil {
-				return 0, err
-			}
-			ps = ps[:0]
-			c.mu.Lock()
-		}
-		s, err := c.takeSlotLocked()
+		s, err := c.slotForLocked(&ps)
 		if err != nil {
-			c.mu.Unlock()
 			return 0, err
 		}
 		h := header{typ: frameData, seq: seq, total: uint32(len(payload)), length: uint32(len(chunk)), ack: c.takeAckLocked()}
@@ -324,17 +334,8 @@ func (c *channel) Write(ctx context.Context, key rdma.RegionKey, off uint64, dat
 	for pos := 0; pos < len(data) || pos == 0; {
 		chunk := data[pos:min(len(data), pos+c.q.slotSize)]
 		c.mu.Lock()
-		if len(c.free) == 0 && len(ps) > 0 {
-			c.mu.Unlock()
-			if err := c.post(ps); err != nil {
-				return 0, err
-			}
-			ps = ps[:0]
-			c.mu.Lock()
-		}
-		s, err := c.takeSlotLocked()
+		s, err := c.slotForLocked(&ps)
 		if err != nil {
-			c.mu.Unlock()
 			return 0, err
 		}
 		last := pos+len(chunk) == len(data)
