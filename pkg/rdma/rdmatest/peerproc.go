@@ -2,7 +2,6 @@ package rdmatest
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tether-mesh/tether/internal/syncbuf"
 	"github.com/tether-mesh/tether/pkg/rdma"
 )
 
@@ -192,7 +192,7 @@ func ProcessPeer(prefix ...string) StartFunc {
 		// A race-enabled binary sleeps a second at exit unless told otherwise.
 		gorace := strings.TrimSpace(os.Getenv("GORACE") + " atexit_sleep_ms=0")
 		cmd.Env = append(os.Environ(), envPeer+"="+string(raw), "GORACE="+gorace)
-		stderr := &lockedBuffer{}
+		stderr := &syncbuf.Buffer{}
 		cmd.Stderr = stderr
 		stdin, err := cmd.StdinPipe()
 		if err != nil {
@@ -232,23 +232,6 @@ type processPeer struct {
 
 // PID returns the peer process's ID.
 func (p *processPeer) PID() int { return p.pid }
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
 
 // GoroutinePeer returns a StartFunc that runs the peer in a goroutine of the
 // test process with provider p; abort ends a channel as if its process died

@@ -6,7 +6,6 @@ package childproc
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -18,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tether-mesh/tether/internal/syncbuf"
 )
 
 const (
@@ -68,7 +69,7 @@ type Child struct {
 
 	cmd    *exec.Cmd
 	stdin  io.Closer
-	stderr *syncBuffer
+	stderr *syncbuf.Buffer
 	waited chan struct{}
 	// waitErr is the exit error, set before waited is closed.
 	waitErr error
@@ -96,7 +97,7 @@ func Start(tb testing.TB, role, arg string, timeout time.Duration) *Child {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	c := &Child{cmd: cmd, stdin: stdin, stderr: &syncBuffer{}, waited: make(chan struct{})}
+	c := &Child{cmd: cmd, stdin: stdin, stderr: &syncbuf.Buffer{}, waited: make(chan struct{})}
 	cmd.Stderr = c.stderr
 	if err := cmd.Start(); err != nil {
 		tb.Fatal(err)
@@ -163,21 +164,4 @@ func (c *Child) Stop() error {
 	_ = c.stdin.Close()
 	<-c.waited
 	return c.waitErr
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
