@@ -11,11 +11,8 @@ import (
 	"testing"
 
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
-	"github.com/sirupsen/logrus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-
-	"github.com/tether-mesh/tether/pkg/client"
 )
 
 // TestHelp: --help prints every setting with its flag, whatever the
@@ -162,13 +159,7 @@ func TestGracefulStop(t *testing.T) {
 	p := startForwarder(t, dir)
 	m := startMember(t, dir, p.url, "echo", "m1")
 
-	quiet := logrus.New()
-	quiet.SetLevel(logrus.PanicLevel)
-	c, err := client.Dial(p.url, client.WithLogger(logrus.NewEntry(quiet)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := quietClient(t, p.url)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	conn, err := c.Connect(ctx, "echo")

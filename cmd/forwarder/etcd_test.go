@@ -2,20 +2,15 @@ package main
 
 import (
 	"context"
-	"io"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 
-	"github.com/sirupsen/logrus"
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/tether-mesh/tether/internal/etcdtest"
-	"github.com/tether-mesh/tether/pkg/client"
-	"github.com/tether-mesh/tether/pkg/sandbox"
 )
 
 // startEtcd starts a one-node etcd; stop halts it at once (see
@@ -37,36 +32,9 @@ func TestEtcdViews(t *testing.T) {
 
 	// A member that registers in etcd, not through the forwarder.
 	memberURL := "unix://" + filepath.Join(dir, "m1.sock")
-	m := &member{id: "m1", url: memberURL, stderr: newLines(), exited: make(chan struct{})}
-	m.cmd = exec.Command(binary(t, sandbox.EchoMember), "-group", "echo", "-id", "m1", "-view-provider", "etcd",
-		"-etcd-endpoints", endpoint, "-listen-url", memberURL, "-channel-providers", "tcp", "-log-level", "warning")
-	m.cmd.Env = forwarderEnv()
-	m.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	stderr, err := m.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		m.stderr.read(stderr)
-		_ = m.cmd.Wait()
-		close(m.exited)
-	}()
-	t.Cleanup(func() {
-		_ = m.cmd.Process.Kill()
-		<-m.exited
-	})
-	m.stderr.waitFor(t, 0, `^ready `)
+	runMember(t, "m1", memberURL, "-group", "echo", "-view-provider", "etcd", "-etcd-endpoints", endpoint, "-channel-providers", "tcp")
 
-	quiet := logrus.New()
-	quiet.SetOutput(io.Discard)
-	c, err := client.Dial(p.url, client.WithLogger(logrus.NewEntry(quiet)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := quietClient(t, p.url)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	conn, err := c.Connect(ctx, "echo")

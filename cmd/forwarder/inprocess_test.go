@@ -3,15 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/sirupsen/logrus"
-
-	"github.com/tether-mesh/tether/pkg/client"
 )
 
 // inProcess runs the daemon's run in the test's process (so that the race
@@ -77,13 +72,7 @@ func TestEndToEnd(t *testing.T) {
 	for _, id := range []string{"m1", "m2", "m3"} {
 		members[id] = startMember(t, dir, d.url, "echo", id)
 	}
-	quiet := logrus.New()
-	quiet.SetOutput(io.Discard)
-	c, err := client.Dial(d.url, client.WithLogger(logrus.NewEntry(quiet)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := quietClient(t, d.url)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	conn, err := c.Connect(ctx, "echo")

@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/tether-mesh/tether/pkg/client"
 	"github.com/tether-mesh/tether/pkg/sandbox"
 )
 
@@ -356,10 +357,18 @@ type member struct {
 // at forwarderURL, and waits until it joined.
 func startMember(t testing.TB, dir, forwarderURL, group, id string) *member {
 	t.Helper()
-	m := &member{id: id, url: "unix://" + filepath.Join(dir, id+".sock"), stderr: newLines(), exited: make(chan struct{})}
-	m.cmd = exec.Command(binary(t, sandbox.EchoMember),
-		"-group", group, "-id", id, "-view-provider", "embedded", "-forwarder-url", forwarderURL,
-		"-listen-url", m.url, "-channel-providers", "shm,tcp", "-shm-dir", dir, "-log-level", "warning")
+	url := "unix://" + filepath.Join(dir, id+".sock")
+	return runMember(t, id, url, "-group", group, "-view-provider", "embedded", "-forwarder-url", forwarderURL,
+		"-channel-providers", "shm,tcp", "-shm-dir", dir)
+}
+
+// runMember starts the echo member id listening at url, with args for
+// the rest of its flags, and waits until it is ready. It is killed when
+// the test ends.
+func runMember(t testing.TB, id, url string, args ...string) *member {
+	t.Helper()
+	m := &member{id: id, url: url, stderr: newLines(), exited: make(chan struct{})}
+	m.cmd = exec.Command(binary(t, sandbox.EchoMember), append([]string{"-id", id, "-listen-url", url, "-log-level", "warning"}, args...)...)
 	m.cmd.Env = forwarderEnv()
 	m.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stderr, err := m.cmd.StderrPipe()
@@ -380,6 +389,20 @@ func startMember(t testing.TB, dir, forwarderURL, group, id string) *member {
 	})
 	m.stderr.waitFor(t, 0, `^ready `)
 	return m
+}
+
+// quietClient dials the forwarder at url with a client that logs nothing;
+// it is closed when the test ends.
+func quietClient(t testing.TB, url string) *client.Client {
+	t.Helper()
+	quiet := logrus.New()
+	quiet.SetOutput(io.Discard)
+	c, err := client.Dial(url, client.WithLogger(logrus.NewEntry(quiet)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
 }
 
 // kill SIGKILLs the member and waits for it to exit.
