@@ -23,28 +23,11 @@ func BenchmarkCall(b *testing.B) {
 		client, server := inprocPair(b, 0)
 		rdmatest.ChannelPingPong(b, client, server, len(payload))
 	})
-	echo := func(_ context.Context, req *call.Request) ([]byte, error) { return req.Payload, nil }
 	b.Run("kind=call", func(b *testing.B) {
-		ctx := context.Background()
-		ch := serveInproc(b, func(ctx context.Context, srv rdma.Channel) { _ = call.Serve(ctx, srv, echo, quiet) })
-		c := call.NewCaller(quiet)
-		defer c.Close()
-		c.Bind(ch, nil, nil)
-		reply := make([]byte, 0, len(payload))
-		b.ReportAllocs()
-		for b.Loop() {
-			var err error
-			if reply, err = c.AppendCall(ctx, reply[:0], nil, payload); err != nil {
-				b.Fatal(err)
-			}
-		}
+		appendCalls(b, echoCaller(b), payload)
 	})
 	b.Run("kind=call-new", func(b *testing.B) {
-		ctx := context.Background()
-		ch := serveInproc(b, func(ctx context.Context, srv rdma.Channel) { _ = call.Serve(ctx, srv, echo, quiet) })
-		c := call.NewCaller(quiet)
-		defer c.Close()
-		c.Bind(ch, nil, nil)
+		c, ctx := echoCaller(b), context.Background()
 		b.ReportAllocs()
 		for b.Loop() {
 			if _, err := c.Call(ctx, nil, payload); err != nil {
@@ -52,6 +35,38 @@ func BenchmarkCall(b *testing.B) {
 			}
 		}
 	})
+}
+
+// echoCaller returns a caller bound to an inproc channel whose other end
+// Serve answers with an echo, until the benchmark ends.
+func echoCaller(b *testing.B) *call.Caller {
+	b.Helper()
+	echo := func(_ context.Context, req *call.Request) ([]byte, error) { return req.Payload, nil }
+	ch := serveInproc(b, func(ctx context.Context, srv rdma.Channel) { _ = call.Serve(ctx, srv, echo, quiet) })
+	return boundCaller(b, ch)
+}
+
+// boundCaller returns a caller bound to ch, closed when the benchmark ends.
+func boundCaller(b *testing.B, ch rdma.Channel) *call.Caller {
+	c := call.NewCaller(quiet)
+	b.Cleanup(c.Close)
+	c.Bind(ch, nil, nil)
+	return c
+}
+
+// appendCalls makes the benchmark's calls of payload with AppendCall into
+// one reply buffer.
+func appendCalls(b *testing.B, c *call.Caller, payload []byte) {
+	b.Helper()
+	ctx := context.Background()
+	reply := make([]byte, 0, len(payload))
+	b.ReportAllocs()
+	for b.Loop() {
+		var err error
+		if reply, err = c.AppendCall(ctx, reply[:0], nil, payload); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
 
 // serveInproc opens an inproc channel whose other end serve runs on until
@@ -85,19 +100,7 @@ func BenchmarkCallerBookkeeping(b *testing.B) {
 			name = "kind=locked-acked"
 		}
 		b.Run(name, func(b *testing.B) {
-			c := call.NewCaller(quiet)
-			defer c.Close()
-			c.Bind(&echoAtOnce{lockedAcked: locked}, nil, nil)
-			ctx := context.Background()
-			payload := make([]byte, 64)
-			reply := make([]byte, 0, len(payload))
-			b.ReportAllocs()
-			for b.Loop() {
-				var err error
-				if reply, err = c.AppendCall(ctx, reply[:0], nil, payload); err != nil {
-					b.Fatal(err)
-				}
-			}
+			appendCalls(b, boundCaller(b, &echoAtOnce{lockedAcked: locked}), make([]byte, 64))
 		})
 	}
 }
