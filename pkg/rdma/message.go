@@ -49,9 +49,18 @@ type Message struct {
 	// Payload is the message body, at most MaxPayloadSize bytes.
 	Payload []byte
 
-	hdr [MaxHeaderSize]byte
-	buf []byte
+	hdr  [MaxHeaderSize]byte
+	buf  []byte
+	lent []byte // Lend's buffer, or nil
 }
+
+// Lend has the Recvs into m store a payload that fits in cap(buf) in buf's
+// memory, from its start, rather than in m's own buffer, until Lend is
+// called again (Lend(nil) ends it): a receiver that wants the payload in a
+// buffer of its own (an append to its reply buffer, say) saves a copy.
+// Receiving into m writes into that memory, even a message the receiver
+// then passes over, so buf must be free for it until the end.
+func (m *Message) Lend(buf []byte) { m.lent = buf }
 
 // Retry reports whether the message carries FlagRetry.
 func (m *Message) Retry() bool { return m.Flags&FlagRetry != 0 }
@@ -72,14 +81,19 @@ func (m *Message) Validate() error {
 
 // Prepare readies m to receive a message: it records seq and flags, copies
 // header into m's own header storage, and returns a slice of length n backed
-// by m's own payload buffer (grown when needed, reused otherwise), which it
-// also stores in m.Payload for the caller to fill. Providers call it from
+// by the buffer lent to m if it fits (Lend), else by m's own payload buffer
+// (grown when needed, reused otherwise), which it also stores in m.Payload
+// for the caller to fill. Providers call it from
 // Recv; n must not exceed MaxPayloadSize and header must not exceed
 // MaxHeaderSize (providers validate both before calling).
 func (m *Message) Prepare(seq uint64, flags Flags, header []byte, n int) []byte {
 	m.Seq = seq
 	m.Flags = flags
 	m.Header = m.hdr[:copy(m.hdr[:], header)]
+	if cap(m.lent) >= n && m.lent != nil {
+		m.Payload = m.lent[:n]
+		return m.Payload
+	}
 	if cap(m.buf) < n {
 		m.buf = make([]byte, n, max(n, 2*cap(m.buf)))
 	}

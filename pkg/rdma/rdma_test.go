@@ -118,6 +118,34 @@ func TestPrepareReusesAndDetachGivesUp(t *testing.T) {
 	}
 }
 
+// TestLend: a payload that fits in the lent buffer is received there; one
+// that does not, or after Lend(nil), goes to the message's own buffer.
+func TestLend(t *testing.T) {
+	lent := make([]byte, 0, 8)
+	tests := []struct {
+		name   string
+		lend   []byte
+		n      int
+		inLent bool
+	}{
+		{"fits", lent, 8, true},
+		{"smaller", lent, 3, true},
+		{"too large", lent, 9, false},
+		{"taken back", nil, 3, false},
+	}
+	for _, tt := range tests {
+		var m rdma.Message
+		m.Lend(tt.lend)
+		p := m.Prepare(1, 0, []byte("h"), tt.n)
+		if len(p) != tt.n || &m.Payload[0] != &p[0] || string(m.Header) != "h" {
+			t.Fatalf("%s: Prepare set %+v", tt.name, m)
+		}
+		if got := &p[0] == &lent[:1][0]; got != tt.inLent {
+			t.Fatalf("%s: payload in the lent buffer = %v, want %v", tt.name, got, tt.inLent)
+		}
+	}
+}
+
 func TestValidateConnID(t *testing.T) {
 	for _, tt := range []struct {
 		id string
