@@ -193,6 +193,44 @@ func TestCallsAndSends(t *testing.T) {
 	}
 }
 
+// TestAppendCallInPlace: an answer that fits in dst's spare room is
+// received there, after what dst holds; one that does not is appended to a
+// new array. Either way, what dst held stays.
+func TestAppendCallInPlace(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	m := newMember(t)
+	ch, stop := m.connect(ctx, "c1")
+	defer stop()
+	c := call.NewCaller(quiet)
+	defer c.Close()
+	c.Bind(ch, nil, nil)
+
+	const want = "echo::ping" // the member's answer to "ping"
+	tests := []struct {
+		name    string
+		dst     []byte
+		inPlace bool
+	}{
+		{"room", make([]byte, 0, 64), true},
+		{"room after a prefix", append(make([]byte, 0, 64), "re:"...), true},
+		{"exact room", make([]byte, 0, len(want)), true},
+		{"too little room", append(make([]byte, 0, 8), "re:"...), false},
+		{"no buffer", nil, false},
+	}
+	for _, tt := range tests {
+		prefix := string(tt.dst)
+		reply, err := c.AppendCall(ctx, tt.dst, nil, []byte("ping"))
+		if err != nil || string(reply) != prefix+want {
+			t.Fatalf("%s: got %q %v, want %q", tt.name, reply, err, prefix+want)
+		}
+		same := cap(tt.dst) > 0 && &reply[0] == &tt.dst[:1][0]
+		if same != tt.inPlace {
+			t.Fatalf("%s: answered in dst's array = %v, want %v", tt.name, same, tt.inPlace)
+		}
+	}
+}
+
 // TestEchoedPayloadsStayIntact: a handler that answers with the request's
 // own payload, while many calls are in flight, gets every answer right.
 func TestEchoedPayloadsStayIntact(t *testing.T) {

@@ -187,14 +187,15 @@ func (l *followers) remove(p *pending) {
 // oldest follower to read in turn.
 //
 // A call that starts while no other call is pending runs alone (see
-// lone): it takes the caller with one compare-and-swap on state and gives
+// AppendCall): it takes the caller with one compare-and-swap on state and gives
 // it back with another, without c.mu and without entering the table of
 // pending calls. Whoever comes meanwhile (another call, Bind, Close) marks
 // state, so that the lone call's last compare-and-swap fails and it
 // finishes under c.mu; if it must wait on (its channel changed or ended,
 // its context ended), it joins the table as any call (adopt).
 type Caller struct {
-	log *logrus.Entry
+	log     *logrus.Entry
+	explain func(error) error // WithExplain's, or nil
 
 	// state holds the bits below. A lone call starts only from 0.
 	state atomic.Uint32
@@ -211,10 +212,10 @@ type Caller struct {
 	followers followers  // calls waiting for the reader to stop
 	spare     []*pending // finished calls' pendings, for the next calls
 
-	// The lone call's own: its pending, the last ID it used (even IDs),
-	// and the request buffers of the last lone calls.
-	lonely   *pending
+	// The lone call's own: the last ID it used (even IDs), what it hands
+	// to Send, and the request buffers of the last lone calls.
 	loneID   uint64
+	loneOut  rdma.Message
 	loneBufs loneBufs
 
 	in     rdma.Message       // the reader's buffer
@@ -294,10 +295,24 @@ type rebind struct {
 	replayed map[uint64]bool
 }
 
+// Option configures a Caller.
+type Option func(*Caller)
+
+// WithExplain has every error a call returns passed through f first, so
+// that what owns the caller can say why a call failed: a connection that
+// was down while the call's context ran out, say. f returns the error to
+// give the application (err itself when it has nothing to add).
+func WithExplain(f func(err error) error) Option {
+	return func(c *Caller) { c.explain = f }
+}
+
 // NewCaller returns a caller without a channel yet.
-func NewCaller(log *logrus.Entry) *Caller {
+func NewCaller(log *logrus.Entry, opts ...Option) *Caller {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Caller{log: log, changed: make(chan struct{}), ctx: ctx, cancel: cancel}
+	for _, o := range opts {
+		o(c)
+	}
 	c.state.Store(stateBusy) // no channel yet
 	return c
 }
@@ -404,12 +419,124 @@ func (c *Caller) Call(ctx context.Context, header, payload []byte) ([]byte, erro
 // AppendCall is Call appending the answer to dst; it returns the extended
 // buffer, or dst and the error. With a dst of enough capacity, a call
 // allocates nothing.
+//
+// A call that starts while no other call is pending runs alone: it sends
+// and reads on its own, the channel's only reader, taking c.mu only to hand
+// another call its answer and when state says that someone came meanwhile.
+// Its code is here rather than in a function of its own: a goroutine that
+// resumes after waiting for the answer pays for each function it returns
+// through (the processor mispredicts those returns), so a lone call returns
+// from Recv into AppendCall and from there into the application.
 func (c *Caller) AppendCall(ctx context.Context, dst, header, payload []byte) ([]byte, error) {
-	if len(header) > MaxHeaderSize {
-		return dst, errors.New("call: header too large")
+	if len(header) > MaxHeaderSize || !c.state.CompareAndSwap(0, stateLone) {
+		return c.tableCall(ctx, dst, header, payload)
 	}
-	if c.state.CompareAndSwap(0, stateLone) {
-		return c.lone(ctx, dst, header, payload)
+	// What a call of the table keeps in its pending, a lone call keeps in
+	// locals; it makes a pending only if it joins the table (adopt).
+	b := c.cur.Load()
+	ch := b.ch
+	n := prefixSize + len(header)
+	buf := c.loneBufs.take(b, n+len(payload))
+	copy(buf[n:], payload)
+	c.loneID += 2
+	id, out := c.loneID, &c.loneOut
+	out.Header, out.Payload, out.Flags = encode(buf[:n], KindCall, id, header), buf[n:], 0
+	seq, err := ch.Send(ctx, out)
+	if err != nil {
+		// As any call whose send failed: it goes out again, as a retry,
+		// on the current channel, and if that fails too, on the next.
+		c.mu.Lock()
+		return c.adoptAndWait(ctx, lonePending(id, buf, n, 0, nil, dst), dst)
+	}
+	// The answer is received straight into dst's spare room when it fits.
+	c.in.Lend(dst[len(dst):cap(dst)])
+	for {
+		if err := ch.Recv(ctx, &c.in); err != nil {
+			c.in.Lend(nil)
+			c.mu.Lock() // the channel ended: wait for the next one
+			return c.adoptAndWait(ctx, lonePending(id, buf, n, seq, ch, dst), dst)
+		}
+		kind, aid, _, err := decode(c.in.Header)
+		if err != nil || (kind != KindReply && kind != KindError) {
+			c.log.WithField("conn_id", ch.ConnID()).Debug("call: dropped a message that is not an answer")
+			continue
+		}
+		if aid == id {
+			c.in.Lend(nil)
+			reply, err := c.answer(kind, dst)
+			c.loneBufs.keep(b, buf, seq)
+			if !c.state.CompareAndSwap(stateLone, 0) {
+				c.leaveLone()
+			}
+			if err != nil {
+				return dst, c.explained(err)
+			}
+			return reply, nil
+		}
+		c.mu.Lock()
+		c.deliverLocked(aid, kind)
+		if c.closed || c.ch != ch {
+			c.in.Lend(nil)
+			return c.adoptAndWait(ctx, lonePending(id, buf, n, seq, ch, dst), dst)
+		}
+		c.mu.Unlock()
+	}
+}
+
+// lonePending returns the pending of a lone call that joins the table: its
+// ID, its request buffer with the header in buf[:n], the sequence number of
+// its send on sentOn (nil if the send failed), and where its answer goes.
+func lonePending(id uint64, buf []byte, n int, seq uint64, sentOn rdma.Channel, dst []byte) *pending {
+	return &pending{
+		id: id, header: buf[:n], payload: buf[n:], buf: buf,
+		seq: seq, sentOn: sentOn, tried: true, dst: dst,
+		wake: make(chan struct{}, 1),
+	}
+}
+
+// leaveLone ends a lone call that someone came upon: it gives the reader's
+// place up under c.mu, so that a follower is woken.
+func (c *Caller) leaveLone() {
+	c.mu.Lock()
+	c.rebinds = nil
+	c.state.And(^(stateLone | stateRebound))
+	c.handOffLocked()
+	c.mu.Unlock()
+}
+
+// adoptAndWait makes the lone call p, not answered, a call of the table
+// (adoptLocked) and waits for its answer there, unless ctx has ended. c.mu
+// is held; it returns with c.mu released.
+func (c *Caller) adoptAndWait(ctx context.Context, p *pending, dst []byte) ([]byte, error) {
+	c.adoptLocked(p)
+	var (
+		reply []byte
+		err   = ctx.Err()
+	)
+	if err != nil {
+		_, err = c.finish(p, err)
+	} else {
+		reply, err = c.wait(ctx, p)
+	}
+	if err != nil {
+		return dst, c.explained(err)
+	}
+	return reply, nil
+}
+
+// explained is err as WithExplain's function tells it.
+func (c *Caller) explained(err error) error {
+	if c.explain != nil {
+		return c.explain(err)
+	}
+	return err
+}
+
+// tableCall is AppendCall for a call that does not run alone (or whose
+// header is too large): it enters the table of pending calls.
+func (c *Caller) tableCall(ctx context.Context, dst, header, payload []byte) ([]byte, error) {
+	if err := checkHeader(header); err != nil {
+		return dst, err
 	}
 	// One buffer holds the header and the copy of the payload. A channel
 	// may refer to it until it acknowledges the call: the pending keeps it
@@ -438,92 +565,15 @@ func (c *Caller) AppendCall(ctx context.Context, dst, header, payload []byte) ([
 	}
 	c.nextID++
 	p.id, p.dst = 2*c.nextID+1, dst // odd: lone calls take the even IDs
-	p.header, _ = encode(buf[:0:n], KindCall, p.id, header)
+	p.header = encode(buf[:n], KindCall, p.id, header)
 	p.payload = buf[n:]
 	c.pending.add(p)
 	c.settleLocked()
 	reply, err := c.wait(ctx, p)
 	if err != nil {
-		return dst, err
+		return dst, c.explained(err)
 	}
 	return reply, nil
-}
-
-// lone makes a call that started while no other call was pending, with
-// stateLone set: it sends and reads on its own, the channel's only reader.
-// It takes c.mu only to hand another call its answer, and when state says
-// that someone came meanwhile.
-func (c *Caller) lone(ctx context.Context, dst, header, payload []byte) ([]byte, error) {
-	b := c.cur.Load()
-	ch := b.ch
-	p := c.lonely
-	if p == nil {
-		p = &pending{wake: make(chan struct{}, 1)}
-		c.lonely = p
-	}
-	n := prefixSize + len(header)
-	buf := c.loneBufs.take(b, n+len(payload))
-	copy(buf[n:], payload)
-	c.loneID += 2
-	p.reset(buf)
-	p.id, p.dst = c.loneID, dst
-	p.header, _ = encode(buf[:0:n], KindCall, p.id, header)
-	p.payload = buf[n:]
-	p.out.Header, p.out.Payload, p.out.Flags = p.header, p.payload, 0
-	p.sentOn, p.tried = ch, true
-	seq, err := ch.Send(ctx, &p.out)
-	p.seq = seq
-	if err != nil {
-		// As any call whose send failed: it goes out again, as a retry,
-		// on the current channel, and if that fails too, on the next.
-		p.sentOn = nil
-		c.mu.Lock()
-		c.adoptLocked(p)
-		if ctx.Err() != nil {
-			return c.finish(p, ctx.Err())
-		}
-		return c.wait(ctx, p)
-	}
-	for {
-		if err := ch.Recv(ctx, &c.in); err != nil {
-			c.mu.Lock()
-			c.adoptLocked(p)
-			if ctx.Err() != nil {
-				return c.finish(p, ctx.Err())
-			}
-			return c.wait(ctx, p) // the channel ended: wait for the next one
-		}
-		kind, id, _, err := decode(c.in.Header)
-		if err != nil || (kind != KindReply && kind != KindError) {
-			c.log.WithField("conn_id", ch.ConnID()).Debug("call: dropped a message that is not an answer")
-			continue
-		}
-		if id == p.id {
-			reply, err := c.answer(kind, dst)
-			p.dst = nil
-			c.loneBufs.keep(b, p.buf, p.seq)
-			if !c.state.CompareAndSwap(stateLone, 0) {
-				// Someone came: give the reader's place up under c.mu, so
-				// that a follower is woken.
-				c.mu.Lock()
-				c.rebinds = nil
-				c.state.And(^(stateLone | stateRebound))
-				c.handOffLocked()
-				c.mu.Unlock()
-			}
-			if err != nil {
-				return dst, err
-			}
-			return reply, nil
-		}
-		c.mu.Lock()
-		c.deliverLocked(id, kind)
-		if c.closed || c.ch != ch {
-			c.adoptLocked(p)
-			return c.wait(ctx, p)
-		}
-		c.mu.Unlock()
-	}
 }
 
 // adoptLocked makes the lone call p a call of the table, not answered yet,
@@ -533,7 +583,6 @@ func (c *Caller) lone(ctx context.Context, dst, header, payload []byte) ([]byte,
 // not carried by the replay, is sent again on the current channel, marked
 // as a retry, whether or not its caller still waits. c.mu is held.
 func (c *Caller) adoptLocked(p *pending) {
-	c.lonely = nil // p is the table's now
 	on, again := p.sentOn, false
 	for _, rb := range c.rebinds {
 		if on != nil && on == rb.old {
@@ -795,6 +844,9 @@ func (c *Caller) answer(kind Kind, dst []byte) ([]byte, error) {
 	if kind == KindError {
 		return nil, &RemoteError{Message: string(c.in.Payload)}
 	}
+	if n := len(c.in.Payload); n > 0 && cap(dst)-len(dst) >= n && &dst[:len(dst)+1][len(dst)] == &c.in.Payload[0] {
+		return dst[:len(dst)+n], nil // received in place (Lend)
+	}
 	return append(dst, c.in.Payload...), nil
 }
 
@@ -809,11 +861,10 @@ func (c *Caller) stopReadingLocked() {
 // sent again on the next channel. Send waits for a channel while there is
 // none, until ctx ends.
 func (c *Caller) Send(ctx context.Context, header, payload []byte) error {
-	h, err := encode(nil, KindSend, 0, header)
-	if err != nil {
+	if err := checkHeader(header); err != nil {
 		return err
 	}
-	m := rdma.Message{Header: h, Payload: payload}
+	m := rdma.Message{Header: encode(nil, KindSend, 0, header), Payload: payload}
 	for {
 		ch, changed, closed := c.current()
 		if closed {

@@ -28,14 +28,27 @@ const MaxHeaderSize = rdma.MaxHeaderSize - prefixSize
 // errMalformed reports a header that is not one of ours.
 var errMalformed = errors.New("call: malformed message header")
 
-// encode writes the rdma header of a message into dst.
-func encode(dst []byte, kind Kind, id uint64, header []byte) ([]byte, error) {
+// checkHeader refuses an application header too large to carry.
+func checkHeader(header []byte) error {
 	if len(header) > MaxHeaderSize {
-		return nil, fmt.Errorf("call: header of %d bytes, more than %d", len(header), MaxHeaderSize)
+		return fmt.Errorf("call: header of %d bytes, more than %d", len(header), MaxHeaderSize)
 	}
-	dst = append(dst[:0], byte(kind))
-	dst = binary.BigEndian.AppendUint64(dst, id)
-	return append(dst, header...), nil
+	return nil
+}
+
+// encode writes the rdma header of a message, for an application header
+// that checkHeader accepts, into dst's memory if it has room (the hot
+// paths give it the room) and returns it.
+func encode(dst []byte, kind Kind, id uint64, header []byte) []byte {
+	n := prefixSize + len(header)
+	if cap(dst) < n {
+		dst = make([]byte, n)
+	}
+	dst = dst[:n]
+	dst[0] = byte(kind)
+	binary.BigEndian.PutUint64(dst[1:prefixSize], id)
+	copy(dst[prefixSize:], header)
+	return dst
 }
 
 // decode reads the rdma header of a received message. The application

@@ -48,8 +48,8 @@ func Serve(ctx context.Context, ch rdma.Channel, h Handler, log *logrus.Entry) e
 		echoed [4]uint64 // the sequence number of the answer in in[i]'s buffer, or 0
 		acked  uint64    // what ch.Acked returned last
 		out    rdma.Message
+		hdr    [prefixSize]byte
 	)
-	hdr := make([]byte, 0, prefixSize)
 	req := Request{ConnID: ch.ConnID()}
 	for i := 0; ; {
 		if echoed[i] != 0 {
@@ -88,10 +88,7 @@ func Serve(ctx context.Context, ch rdma.Channel, h Handler, log *logrus.Entry) e
 		if herr != nil {
 			answer, out.Payload = KindError, []byte(herr.Error())
 		}
-		if hdr, err = encode(hdr, answer, id, nil); err != nil {
-			return err
-		}
-		out.Header = hdr
+		out.Header = encode(hdr[:], answer, id, nil)
 		seq, err := ch.Send(ctx, &out)
 		if err != nil {
 			return err

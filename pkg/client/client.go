@@ -105,7 +105,8 @@ func (c *Client) Connect(ctx context.Context, group string, opts ...ConnectOptio
 		}
 		labels[viewrefresh.SelectorLabel] = selectorText(co.selector)
 	}
-	cn := &Conn{c: c, id: uuid.NewString(), caller: call.NewCaller(c.opts.log)}
+	cn := &Conn{c: c, id: uuid.NewString()}
+	cn.caller = call.NewCaller(c.opts.log, call.WithExplain(cn.explain))
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -271,27 +272,25 @@ func (cn *Conn) ViewID() string {
 // until ctx ends. A call in flight when the connection heals is sent to the
 // new member, marked as a retry (see package call).
 func (cn *Conn) Call(ctx context.Context, payload []byte) ([]byte, error) {
-	reply, err := cn.caller.Call(ctx, nil, payload)
-	return reply, cn.explain(err)
+	return cn.caller.Call(ctx, nil, payload)
 }
 
 // CallWithHeader is Call with an application header of at most
 // call.MaxHeaderSize bytes.
 func (cn *Conn) CallWithHeader(ctx context.Context, header, payload []byte) ([]byte, error) {
-	reply, err := cn.caller.Call(ctx, header, payload)
-	return reply, cn.explain(err)
+	return cn.caller.Call(ctx, header, payload)
 }
 
 // AppendCall is CallWithHeader appending the answer to dst (header may be
 // nil): it returns the extended buffer, or dst and the error. Reusing one
 // buffer, calls allocate nothing.
 func (cn *Conn) AppendCall(ctx context.Context, dst, header, payload []byte) ([]byte, error) {
-	reply, err := cn.caller.AppendCall(ctx, dst, header, payload)
-	return reply, cn.explain(err)
+	return cn.caller.AppendCall(ctx, dst, header, payload)
 }
 
 // explain adds, to a call that ran out of time while the connection was
-// down, why it was down: a clear error rather than a bare deadline.
+// down, why it was down: a clear error rather than a bare deadline. The
+// caller passes every call's error through it (call.WithExplain).
 func (cn *Conn) explain(err error) error {
 	if err == nil || (!errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled)) {
 		return err

@@ -102,6 +102,7 @@ func BenchmarkCall(b *testing.B) {
 				reply := make([]byte, 0, len(payload))
 				b.ReportAllocs()
 				for b.Loop() {
+					var err error
 					if reply, err = conn.AppendCall(ctx, reply[:0], nil, payload); err != nil {
 						b.Fatal(err)
 					}
