@@ -30,7 +30,8 @@ type Request struct {
 type Handler func(ctx context.Context, req *Request) (reply []byte, err error)
 
 // Serve runs h for every message of ch, in order, until ch or ctx ends,
-// answering calls on ch. Messages that are not calls or sends are dropped
+// answering calls on ch. A handler that fails once ctx has ended gets no
+// answer: its caller sends the call again on its next channel. Messages that are not calls or sends are dropped
 // and logged at debug level: a peer cannot make Serve fail.
 func Serve(ctx context.Context, ch rdma.Channel, h Handler, log *logrus.Entry) error {
 	// Messages are received into in[i]. An answer may be the request's own
@@ -75,9 +76,10 @@ func Serve(ctx context.Context, ch rdma.Channel, h Handler, log *logrus.Entry) e
 		}
 		req.Header, req.Payload, req.Retry, req.OneWay = header, m.Payload, m.Retry(), kind == KindSend
 		reply, herr := h(ctx, &req)
-		if ctx.Err() != nil {
-			// Stopped under the handler: no answer, so that the caller sends
-			// the call again wherever its connection goes next.
+		if herr != nil && ctx.Err() != nil {
+			// Stopped under the handler, which gave up: no answer, so that
+			// the caller sends the call again wherever its connection goes
+			// next. (An answer the handler finished goes out.)
 			return ctx.Err()
 		}
 		if kind == KindSend {
