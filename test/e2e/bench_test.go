@@ -75,9 +75,12 @@ func BenchmarkConnectClose(b *testing.B) {
 // own ping-pong benchmark (rdmatest.ChannelPingPong, 64-byte messages and an
 // echo loop), kind=call the same payload through the client library's
 // AppendCall to a member's handler, kind=call-new through Call, which
-// returns each answer in a new slice. The member and the bare echo both run
-// in this process, so that both measure the same hops; compare with
-// benchstat -col /kind.
+// returns each answer in a new slice. kind=interleaved alternates blocks
+// of bare round trips and AppendCalls (rdmatest.Interleaved) and reports
+// their ratio, call/bare: on a shared machine, whose neighbours come and
+// go, it is the steadier measure of the two. The member and the bare echo
+// both run in this process, so that both measure the same hops; compare
+// with benchstat -col /kind.
 func BenchmarkCall(b *testing.B) {
 	for _, p := range providers {
 		b.Run(p.name, func(b *testing.B) {
@@ -107,6 +110,19 @@ func BenchmarkCall(b *testing.B) {
 						b.Fatal(err)
 					}
 				}
+			})
+			b.Run("kind=interleaved", func(b *testing.B) {
+				client, server := rdmatest.Pair(b, p.make(), bareAddr(p.name))
+				reply := make([]byte, 0, len(payload))
+				rdmatest.Interleaved(b, client, server, len(payload), func(k int) error {
+					for range k {
+						var err error
+						if reply, err = conn.AppendCall(ctx, reply[:0], nil, payload); err != nil {
+							return err
+						}
+					}
+					return nil
+				})
 			})
 			b.Run("kind=call-new", func(b *testing.B) {
 				b.ReportAllocs()

@@ -2,8 +2,10 @@ package rdmatest
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/tether-mesh/tether/pkg/rdma"
 )
@@ -39,8 +41,10 @@ func Acked(b *testing.B, p rdma.Provider, addr string) {
 	})
 }
 
-func pingPong(b *testing.B, client, server rdma.Channel, size int, acked bool) {
-	ctx := context.Background()
+// echo answers every message of server with its payload until server
+// ends; the channel it returns then gives the error that stopped it (nil
+// when the channel ended).
+func echo(ctx context.Context, server rdma.Channel) <-chan error {
 	done := make(chan error, 1)
 	go func() {
 		// The echo refers to the received payload; in a ping-pong it is
@@ -58,6 +62,68 @@ func pingPong(b *testing.B, client, server rdma.Channel, size int, acked bool) {
 			}
 		}
 	}()
+	return done
+}
+
+// interleaveBlock is how many round trips of one kind Interleaved makes
+// before it switches to the other kind.
+const interleaveBlock = 16384
+
+// Interleaved measures calls against the bare round trip of client and
+// server (as ChannelPingPong makes it) in alternating blocks of a few
+// thousand round trips, so that both meet the same machine: on a shared,
+// noisy one, two benchmarks run one after the other can see different
+// neighbours. calls(k) makes k calls, one after the other. It reports
+// bare-ns/op, call-ns/op and their ratio, call/bare; ns/op is one round
+// trip of each kind.
+func Interleaved(b *testing.B, client, server rdma.Channel, size int, calls func(k int) error) {
+	ctx := context.Background()
+	done := echo(ctx, server)
+	out := rdma.Message{Payload: make([]byte, size)}
+	var in rdma.Message
+	bare := func(k int) error {
+		for range k {
+			if _, err := client.Send(ctx, &out); err != nil {
+				return err
+			}
+			if err := client.Recv(ctx, &in); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	// Warm up: both kinds run, buffers are grown, before the clock starts.
+	if err := errors.Join(bare(100), calls(100)); err != nil {
+		b.Fatal(err)
+	}
+	var tBare, tCall time.Duration
+	b.ReportAllocs()
+	b.ResetTimer()
+	for n := 0; n < b.N; n += interleaveBlock {
+		k := min(interleaveBlock, b.N-n)
+		t0 := time.Now()
+		if err := bare(k); err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		if err := calls(k); err != nil {
+			b.Fatal(err)
+		}
+		tBare, tCall = tBare+t1.Sub(t0), tCall+time.Since(t1)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(tBare.Nanoseconds())/float64(b.N), "bare-ns/op")
+	b.ReportMetric(float64(tCall.Nanoseconds())/float64(b.N), "call-ns/op")
+	b.ReportMetric(float64(tCall)/float64(tBare), "call/bare")
+	_ = client.Close()
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
+}
+
+func pingPong(b *testing.B, client, server rdma.Channel, size int, acked bool) {
+	ctx := context.Background()
+	done := echo(ctx, server)
 	out := rdma.Message{Payload: make([]byte, size)}
 	var in rdma.Message
 	// Warm up: both goroutines run, buffers are grown, before the clock starts.
