@@ -61,7 +61,7 @@ type channel struct {
 	roomSpin spinner   // used under sendSem
 	txSleep  *core.Sem // one goroutine sleeps on txWait at a time
 
-	pubTail atomic.Uint64 // the tail we published, for checking the consumer's head
+	pubTail atomic.Uint64 // the tail we published, stored after each slot, for checking the consumer's head
 
 	ackMu     sync.Mutex // guards the retention, the acknowledged head and the counters
 	ackHead   uint64     // the consumer's head as last read by an acknowledgement
@@ -166,9 +166,19 @@ func (c *channel) errNow() error {
 // messages it consumed from the retention; ackMu is held. (The producer
 // keeps its own copy of the head, for room; see producer.refresh.)
 func (c *channel) refreshAcksLocked() error {
-	h := atomic.LoadUint64(c.tx.r.head)
-	if h < c.ackHead || h > c.pubTail.Load() {
-		return fmt.Errorf("%w: consumer head %d outside [%d, %d]", rdma.ErrProtocol, h, c.ackHead, c.pubTail.Load())
+	return c.advanceAcksLocked(atomic.LoadUint64(c.tx.r.head))
+}
+
+// advanceAcksLocked takes h as the consumer's head, checks it, and drops
+// the messages it acknowledges. ackMu is held.
+//
+// The consumer may take a slot as soon as it is published, before Send
+// stores pubTail (one Send at a time publishes one slot at a time): a head
+// one past pubTail is the consumer's true progress, not a lie. (Storing
+// pubTail first would delay every publication by an atomic store.)
+func (c *channel) advanceAcksLocked(h uint64) error {
+	if tail := c.pubTail.Load(); h < c.ackHead || h > tail+1 {
+		return fmt.Errorf("%w: consumer head %d outside [%d, %d]", rdma.ErrProtocol, h, c.ackHead, tail+1)
 	}
 	if h == c.ackHead {
 		// Nothing consumed since the last look: what was below h was
@@ -284,8 +294,10 @@ func (c *channel) Send(ctx context.Context, m *rdma.Message) (uint64, error) {
 	return seq, nil
 }
 
-// publish writes a fragment into the ring and wakes the peer if it sleeps.
+// publish writes a fragment into the ring, with what we consumed of the
+// peer's ring as its acknowledgement, and wakes the peer if it sleeps.
 func (c *channel) publish(d *desc, hdr, payload []byte) {
+	d.ack = atomic.LoadUint64(c.rx.r.head) // our own cache line
 	c.tx.put(d, hdr, payload)
 	c.pubTail.Store(c.tx.tail)
 	if atomic.LoadUint32(c.tx.r.consSleep) != 0 {
@@ -400,7 +412,22 @@ func (c *channel) Acked() uint64 {
 	}
 	c.ackMu.Lock()
 	defer c.ackMu.Unlock()
-	_ = c.refreshAcksChecked()
+	// The peer's messages carry its head (desc.ack). When the last one we
+	// received covers everything we published (an answer does: the peer
+	// consumed the call first), the shared head, a cache line the peer
+	// keeps writing, need not be read. The mapping is there while
+	// acksFinal is false (see opMu).
+	if c.acksFinal || c.violation.Load() {
+		return c.publishAckedLocked()
+	}
+	if h := c.rx.r.lastAck(); h > c.ackHead {
+		if err := c.advanceAcksLocked(h); err != nil {
+			_ = c.violated(err)
+		}
+	}
+	if c.ackHead < c.pubTail.Load() {
+		_ = c.refreshAcksChecked()
+	}
 	return c.publishAckedLocked()
 }
 

@@ -22,7 +22,7 @@ import (
 // There is no shared tail: each descriptor starts with its publication
 // number, written last (atomically) by the producer, so the consumer polls
 // the slot it wants next and reads the message in the same cache lines. A
-// descriptor is 32 bytes of fields (little endian) and 96 inline bytes:
+// descriptor is 40 bytes of fields (little endian) and 88 inline bytes:
 //
 //	0  pub     u64  1 + the slot's position in the ring's history: the slot
 //	                at head is published when pub == head+1
@@ -34,14 +34,19 @@ import (
 //	29 flags   u8   rdma.Flags (first fragment)
 //	30 hdrLen  u8   application header length (first fragment)
 //	31 zero    u8
-//	32 inline  96 bytes: the application header, then (fragInline) the payload
+//	32 ack     u64  the producer's head as consumer of the other ring when it
+//	                wrote the slot: an acknowledgement riding on the message,
+//	                so that the other side learns what was consumed without
+//	                reading the cache line the consumer keeps writing
+//	40 inline  88 bytes: the application header, then (fragInline) the payload
 const (
 	pageSize   = 4096
 	ctrlSize   = pageSize
 	descSize   = 128
-	descFields = 32
+	descFields = 40
 	inlineSize = descSize - descFields
 
+	offAck       = 32 // in a descriptor
 	offHead      = 128
 	offConsSleep = 256
 	offProdSleep = 384
@@ -57,7 +62,7 @@ const (
 	maxDataSize = 256 << 20
 )
 
-var layoutMagic = [8]byte{'T', 'T', 'S', 'H', 'M', '0', '0', '1'}
+var layoutMagic = [8]byte{'T', 'T', 'S', 'H', 'M', '0', '0', '2'}
 
 // layout is the geometry of the rings.
 type layout struct {
@@ -131,6 +136,18 @@ func (r *ring) pub(i uint64) *uint64 {
 	return (*uint64)(unsafe.Pointer(&r.desc[(i&r.mask)*descSize])) //nolint:gosec // G103: shared-memory counter in the slot
 }
 
+// lastAck returns the acknowledgement (desc.ack) of the last slot the
+// consumer took, unchecked, or 0 before the first: a word of a cache line
+// the consumer has just read, which the producer rewrites only when the
+// ring comes round to that slot again (and then with a later one).
+func (r *ring) lastAck() uint64 {
+	h := atomic.LoadUint64(r.head)
+	if h == 0 {
+		return 0
+	}
+	return atomic.LoadUint64((*uint64)(unsafe.Pointer(&r.desc[((h-1)&r.mask)*descSize+offAck]))) //nolint:gosec // G103: shared-memory word in the slot
+}
+
 // desc is a descriptor's fields (but the publication number).
 type desc struct {
 	seq    uint64
@@ -140,6 +157,7 @@ type desc struct {
 	frag   uint8
 	flags  rdma.Flags
 	hdrLen uint8
+	ack    uint64
 }
 
 // encode writes the fields after the publication number.
@@ -149,6 +167,7 @@ func (d *desc) encode(b []byte) {
 	binary.LittleEndian.PutUint32(b[20:], d.length)
 	binary.LittleEndian.PutUint32(b[24:], d.off)
 	b[28], b[29], b[30], b[31] = d.frag, byte(d.flags), d.hdrLen, 0
+	binary.LittleEndian.PutUint64(b[offAck:], d.ack)
 }
 
 func decodeDesc(b *[descFields]byte) desc {
@@ -160,6 +179,7 @@ func decodeDesc(b *[descFields]byte) desc {
 		frag:   b[28],
 		flags:  rdma.Flags(b[29]),
 		hdrLen: b[30],
+		ack:    binary.LittleEndian.Uint64(b[offAck:]),
 	}
 }
 

@@ -313,6 +313,60 @@ func TestMaliciousRing(t *testing.T) {
 	}
 }
 
+// TestAckRidesOnMessages: what the peer's messages say it consumed
+// (desc.ack) is what Acked reports, without the shared head; an
+// acknowledgement of more than was sent is a violation.
+func TestAckRidesOnMessages(t *testing.T) {
+	tests := []struct {
+		name      string
+		ack       uint64 // carried by the peer's message; the victim sent one
+		wantAcked uint64
+		violation bool
+	}{
+		{"covers the message", 1, 1, false},
+		{"nothing consumed yet", 0, 0, false},
+		// One past pubTail is a slot the consumer took while Send was
+		// storing pubTail; two past is a lie.
+		{"one slot past what was sent", 2, 1, false},
+		{"beyond what was sent", 3, 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rdmatest.CheckLeaks(t)
+			l, _ := listen(t)
+			parts, victim := dialRaw(t, l, "acks")
+			ctx := testCtx(t)
+			seq, err := victim.Send(ctx, &rdma.Message{Payload: []byte("x")})
+			if err != nil || seq != 1 {
+				t.Fatalf("send: %d %v", seq, err)
+			}
+			// The peer answers without moving its shared head.
+			fromVictim := ringAt(parts.mem, parts.lay, 1)
+			p := newProducer(ringAt(parts.mem, parts.lay, 0))
+			p.put(&desc{seq: 1, total: 1, frag: fragFirst | fragLast | fragInline, ack: tt.ack}, nil, []byte("y"))
+			var m rdma.Message
+			if err := victim.Recv(ctx, &m); err != nil {
+				t.Fatal(err)
+			}
+			if got := victim.Acked(); got != tt.wantAcked {
+				t.Errorf("Acked %d, want %d", got, tt.wantAcked)
+			}
+			if tt.violation {
+				if err := victim.Recv(ctx, &m); !errors.Is(err, rdma.ErrProtocol) {
+					t.Fatalf("Recv after the violation: %v, want ErrProtocol", err)
+				}
+				return
+			}
+			select {
+			case <-victim.Done():
+				t.Fatalf("the victim ended: %v", victim.Err())
+			default:
+			}
+			atomic.StoreUint64(fromVictim.head, max(tt.ack, 1)) // consistent again for Close
+		})
+	}
+}
+
 // TestRecvResumesAfterContext: a Recv whose context ends between the
 // fragments of a message leaves what it consumed to the next Recv.
 func TestRecvResumesAfterContext(t *testing.T) {
