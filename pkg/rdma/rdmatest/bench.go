@@ -3,6 +3,7 @@ package rdmatest
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -67,15 +68,18 @@ func echo(ctx context.Context, server rdma.Channel) <-chan error {
 
 // interleaveBlock is how many round trips of one kind Interleaved makes
 // before it switches to the other kind.
-const interleaveBlock = 16384
+const interleaveBlock = 4096
 
 // Interleaved measures calls against the bare round trip of client and
 // server (as ChannelPingPong makes it) in alternating blocks of a few
 // thousand round trips, so that both meet the same machine: on a shared,
 // noisy one, two benchmarks run one after the other can see different
-// neighbours. calls(k) makes k calls, one after the other. It reports
-// bare-ns/op, call-ns/op and their ratio, call/bare; ns/op is one round
-// trip of each kind.
+// neighbours, and a neighbour that takes a core for a moment stalls a
+// polling round trip for far longer than the round trip itself. calls(k)
+// makes k calls, one after the other. It reports the medians over the
+// blocks, which such stalls do not move: bare-ns/op and call-ns/op, and
+// call/bare, the median ratio of a call block to the bare block just
+// before it. ns/op is one round trip of each kind, stalls included.
 func Interleaved(b *testing.B, client, server rdma.Channel, size int, calls func(k int) error) {
 	ctx := context.Background()
 	done := echo(ctx, server)
@@ -96,7 +100,7 @@ func Interleaved(b *testing.B, client, server rdma.Channel, size int, calls func
 	if err := errors.Join(bare(100), calls(100)); err != nil {
 		b.Fatal(err)
 	}
-	var tBare, tCall time.Duration
+	var bareNs, callNs, ratios []float64
 	b.ReportAllocs()
 	b.ResetTimer()
 	for n := 0; n < b.N; n += interleaveBlock {
@@ -109,16 +113,30 @@ func Interleaved(b *testing.B, client, server rdma.Channel, size int, calls func
 		if err := calls(k); err != nil {
 			b.Fatal(err)
 		}
-		tBare, tCall = tBare+t1.Sub(t0), tCall+time.Since(t1)
+		tb, tc := t1.Sub(t0), time.Since(t1)
+		bareNs = append(bareNs, float64(tb.Nanoseconds())/float64(k))
+		callNs = append(callNs, float64(tc.Nanoseconds())/float64(k))
+		ratios = append(ratios, float64(tc)/float64(tb))
 	}
 	b.StopTimer()
-	b.ReportMetric(float64(tBare.Nanoseconds())/float64(b.N), "bare-ns/op")
-	b.ReportMetric(float64(tCall.Nanoseconds())/float64(b.N), "call-ns/op")
-	b.ReportMetric(float64(tCall)/float64(tBare), "call/bare")
+	b.ReportMetric(median(bareNs), "bare-ns/op")
+	b.ReportMetric(median(callNs), "call-ns/op")
+	b.ReportMetric(median(ratios), "call/bare")
 	_ = client.Close()
 	if err := <-done; err != nil {
 		b.Fatal(err)
 	}
+}
+
+// median returns the middle value of v (the mean of the two middle ones
+// for an even count); it sorts v.
+func median(v []float64) float64 {
+	slices.Sort(v)
+	n := len(v)
+	if n%2 == 1 {
+		return v[n/2]
+	}
+	return (v[n/2-1] + v[n/2]) / 2
 }
 
 func pingPong(b *testing.B, client, server rdma.Channel, size int, acked bool) {
