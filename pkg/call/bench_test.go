@@ -16,7 +16,8 @@ import (
 // measured by the channels' own benchmark (rdmatest.ChannelPingPong): the
 // difference is what Caller and Serve cost (compare with benchstat -col
 // /kind). kind=call appends the answers to one buffer (AppendCall);
-// kind=call-new gets each answer in a new slice (Call).
+// kind=call-new gets each answer in a new slice (Call); kind=interleaved
+// alternates blocks of the two and reports call/bare (rdmatest.Interleaved).
 func BenchmarkCall(b *testing.B) {
 	payload := make([]byte, 64)
 	b.Run("kind=bare", func(b *testing.B) {
@@ -25,6 +26,20 @@ func BenchmarkCall(b *testing.B) {
 	})
 	b.Run("kind=call", func(b *testing.B) {
 		appendCalls(b, echoCaller(b), payload)
+	})
+	b.Run("kind=interleaved", func(b *testing.B) {
+		client, server := inprocPair(b, 0)
+		c, ctx := echoCaller(b), context.Background()
+		reply := make([]byte, 0, len(payload))
+		rdmatest.Interleaved(b, client, server, len(payload), func(k int) error {
+			for range k {
+				var err error
+				if reply, err = c.AppendCall(ctx, reply[:0], nil, payload); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
 	})
 	b.Run("kind=call-new", func(b *testing.B) {
 		c, ctx := echoCaller(b), context.Background()
