@@ -38,7 +38,8 @@ const (
 // the payload in buffers owned by the Message, which it reuses from one Recv
 // to the next (so a steady stream of receives does not allocate). Those
 // slices stay valid until the next Recv into the same Message. Recv never
-// writes into slices that the caller itself put into Header or Payload.
+// writes into slices that the caller itself put into Header or Payload,
+// only into its own buffers and one the caller lent it (Lend).
 type Message struct {
 	// Seq is the message's sequence number on its channel.
 	Seq uint64
