@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/tether-mesh/tether/internal/grpcwin"
 	"github.com/tether-mesh/tether/pkg/chain"
 	"github.com/tether-mesh/tether/pkg/clienturl"
 	"github.com/tether-mesh/tether/pkg/refcount"
@@ -117,7 +118,7 @@ func (s *server) dial(rawURL string) (*urlClient, error) {
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "connect: next hop %v", err)
 	}
-	opts := append([]grpc.DialOption{
+	opts := append(append(grpcwin.DialOptions(),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		// Reconnect promptly: a member restarted on the same socket is
 		// reachable by the next Request, and ready() resets the backoff.
@@ -126,7 +127,7 @@ func (s *server) dial(rawURL string) (*urlClient, error) {
 			MinConnectTimeout: s.opts.dialTimeout,
 		}),
 		grpc.WithDefaultServiceConfig(retryUnavailable),
-	}, s.opts.dialOptions...)
+	), s.opts.dialOptions...)
 	cc, err := grpc.NewClient(t, opts...)
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "connect: next hop %s: %v", rawURL, err)
