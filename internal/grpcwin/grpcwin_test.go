@@ -90,7 +90,9 @@ func TestNoBandwidthPings(t *testing.T) {
 			go func() { served <- srv.Serve(lis) }()
 			defer func() {
 				srv.Stop()
-				<-served
+				if err := <-served; err != nil {
+					t.Error(err)
+				}
 			}()
 			counter := &pingCounter{}
 			dial := func(ctx context.Context, addr string) (net.Conn, error) {
