@@ -131,6 +131,19 @@ func (m *member) connect(ctx context.Context, connID string) (rdma.Channel, func
 	}
 }
 
+// caller returns a caller bound to a new channel of m for connection c1,
+// and what closes both (the caller first).
+func (m *member) caller(ctx context.Context) (*call.Caller, func()) {
+	m.t.Helper()
+	ch, stop := m.connect(ctx, "c1")
+	c := call.NewCaller(quiet)
+	c.Bind(ch, nil, nil)
+	return c, func() {
+		c.Close()
+		stop()
+	}
+}
+
 // rebind does what the rdma client element does when a connection moves:
 // the old channel's unacknowledged messages go again on the new one, then
 // the old one closes, then the caller learns of the change.
@@ -151,11 +164,8 @@ func TestCallsAndSends(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 	m := newMember(t)
-	ch, stop := m.connect(ctx, "c1")
+	c, stop := m.caller(ctx)
 	defer stop()
-	c := call.NewCaller(quiet)
-	defer c.Close()
-	c.Bind(ch, nil, nil)
 
 	tests := []struct {
 		name    string
@@ -190,44 +200,6 @@ func TestCallsAndSends(t *testing.T) {
 	}
 	if _, err := c.Call(ctx, make([]byte, call.MaxHeaderSize+1), nil); err == nil {
 		t.Fatal("an oversized header was accepted")
-	}
-}
-
-// TestAppendCallInPlace: an answer that fits in dst's spare room is
-// received there, after what dst holds; one that does not is appended to a
-// new array. Either way, what dst held stays.
-func TestAppendCallInPlace(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
-	m := newMember(t)
-	ch, stop := m.connect(ctx, "c1")
-	defer stop()
-	c := call.NewCaller(quiet)
-	defer c.Close()
-	c.Bind(ch, nil, nil)
-
-	const want = "echo::ping" // the member's answer to "ping"
-	tests := []struct {
-		name    string
-		dst     []byte
-		inPlace bool
-	}{
-		{"room", make([]byte, 0, 64), true},
-		{"room after a prefix", append(make([]byte, 0, 64), "re:"...), true},
-		{"exact room", make([]byte, 0, len(want)), true},
-		{"too little room", append(make([]byte, 0, 8), "re:"...), false},
-		{"no buffer", nil, false},
-	}
-	for _, tt := range tests {
-		prefix := string(tt.dst)
-		reply, err := c.AppendCall(ctx, tt.dst, nil, []byte("ping"))
-		if err != nil || string(reply) != prefix+want {
-			t.Fatalf("%s: got %q %v, want %q", tt.name, reply, err, prefix+want)
-		}
-		same := cap(tt.dst) > 0 && &reply[0] == &tt.dst[:1][0]
-		if same != tt.inPlace {
-			t.Fatalf("%s: answered in dst's array = %v, want %v", tt.name, same, tt.inPlace)
-		}
 	}
 }
 
@@ -284,11 +256,8 @@ func TestConcurrentCalls(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 	m := newMember(t)
-	ch, stop := m.connect(ctx, "c1")
+	c, stop := m.caller(ctx)
 	defer stop()
-	c := call.NewCaller(quiet)
-	defer c.Close()
-	c.Bind(ch, nil, nil)
 	var wg sync.WaitGroup
 	for w := range 8 {
 		wg.Go(func() {

@@ -136,6 +136,9 @@ func TestAppendCall(t *testing.T) {
 		{name: "nil buffer", payload: "abc", want: "abc"},
 		{name: "appended after what the buffer holds", dst: []byte("x:"), payload: "abc", want: "x:abc"},
 		{name: "room to spare", dst: make([]byte, 0, 64), payload: "abc", want: "abc"},
+		{name: "room after what the buffer holds", dst: append(make([]byte, 0, 64), "x:"...), payload: "abc", want: "x:abc"},
+		{name: "exact room", dst: append(make([]byte, 0, 5), "x:"...), payload: "abc", want: "x:abc"},
+		{name: "too little room", dst: append(make([]byte, 0, 4), "x:"...), payload: "abc", want: "x:abc"},
 		{name: "empty answer", dst: []byte("x:"), payload: "", want: "x:"},
 		{name: "handler error leaves the buffer", dst: []byte("x:"), payload: "fail", want: "x:", remote: true},
 	}
@@ -148,8 +151,12 @@ func TestAppendCall(t *testing.T) {
 			if string(got) != tt.want {
 				t.Errorf("got %q, want %q", got, tt.want)
 			}
-			if len(tt.dst) > 0 && cap(tt.dst) >= len(tt.want) && &got[0] != &tt.dst[0] {
-				t.Error("the answer did not go into the buffer that had room for it")
+			// The answer goes into dst's array exactly when it has room.
+			if cap(tt.dst) > 0 {
+				same := &got[:1][0] == &tt.dst[:1][0]
+				if room := cap(tt.dst) >= len(tt.want); same != room {
+					t.Errorf("answered in the buffer's array: %v, want %v (room %d for %d)", same, room, cap(tt.dst), len(tt.want))
+				}
 			}
 		})
 	}
