@@ -77,14 +77,15 @@ func run(t *testing.T, clientSecret, serverSecret rdma.Secret, connID string, kn
 
 func TestHandshake(t *testing.T) {
 	secret, other := rdma.NewSecret(), rdma.NewSecret()
-	tests := []struct {
+	type handshakeCase struct {
 		name          string
 		clientSecret  rdma.Secret
 		known         bool
 		admit         error
 		wantClientErr error
 		wantServerErr error
-	}{
+	}
+	tests := []handshakeCase{
 		{"ok", secret, true, nil, nil, nil},
 		{"wrong secret", other, true, nil, rdma.ErrAuth, rdma.ErrAuth},
 		{"unknown connection", secret, false, nil, rdma.ErrUnknownConnection, rdma.ErrUnknownConnection},
@@ -92,14 +93,7 @@ func TestHandshake(t *testing.T) {
 		{"refused", secret, true, rdma.ErrRejected, rdma.ErrRejected, rdma.ErrRejected},
 	}
 	for _, early := range []bool{false, true} {
-		for _, tt := range append(tests, struct {
-			name          string
-			clientSecret  rdma.Secret
-			known         bool
-			admit         error
-			wantClientErr error
-			wantServerErr error
-		}{"early refused", secret, true, ErrEarlyRefused, ErrEarlyRefused, ErrEarlyRefused}) {
+		for _, tt := range append(tests, handshakeCase{"early refused", secret, true, ErrEarlyRefused, ErrEarlyRefused, ErrEarlyRefused}) {
 			t.Run(fmt.Sprintf("%s/early=%v", tt.name, early), func(t *testing.T) {
 				res, admittedEarly, cerr := run(t, tt.clientSecret, secret, "conn-1", tt.known, tt.admit, early)
 				if !errors.Is(cerr, tt.wantClientErr) || (tt.wantClientErr == nil && cerr != nil) {
