@@ -23,7 +23,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
-	"github.com/tether-mesh/tether/internal/grpcwin"
+	"github.com/tether-mesh/tether/internal/grpcopts"
 	"github.com/tether-mesh/tether/pkg/forwarder"
 	"github.com/tether-mesh/tether/pkg/metrics"
 	"github.com/tether-mesh/tether/pkg/sockurl"
@@ -129,7 +129,7 @@ func start(ctx context.Context, cfg Config, logger *logrus.Logger, stdout io.Wri
 		grpcMetrics, heals.heals, viewMetrics,
 	)
 
-	d.grpc = grpc.NewServer(append(append(grpcwin.ServerOptions(), serverOpts...),
+	d.grpc = grpc.NewServer(append(append(grpcopts.ServerOptions(), serverOpts...),
 		grpc.ChainUnaryInterceptor(d.inflight.UnaryServerInterceptor(), grpcMetrics.UnaryServerInterceptor(), heals.UnaryServerInterceptor()),
 		grpc.ChainStreamInterceptor(grpcMetrics.StreamServerInterceptor(), trackJoins(viewMetrics)),
 	)...)

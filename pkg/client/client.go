@@ -16,7 +16,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/tether-mesh/tether/internal/grpcwin"
+	"github.com/tether-mesh/tether/internal/grpcopts"
 	"github.com/tether-mesh/tether/pkg/call"
 	"github.com/tether-mesh/tether/pkg/chain"
 	"github.com/tether-mesh/tether/pkg/heal"
@@ -64,7 +64,7 @@ func Dial(forwarderURL string, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client: forwarder %w", err)
 	}
-	cc, err := grpc.NewClient(target, append(append(grpcwin.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials())), o.dialOptions...)...)
+	cc, err := grpc.NewClient(target, append(append(grpcopts.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials())), o.dialOptions...)...)
 	if err != nil {
 		return nil, fmt.Errorf("client: dial %s: %w", forwarderURL, err)
 	}

@@ -16,7 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 
-	"github.com/tether-mesh/tether/internal/grpcwin"
+	"github.com/tether-mesh/tether/internal/grpcopts"
 	"github.com/tether-mesh/tether/pkg/chain"
 	"github.com/tether-mesh/tether/pkg/clienturl"
 	"github.com/tether-mesh/tether/pkg/refcount"
@@ -118,7 +118,7 @@ func (s *server) dial(rawURL string) (*urlClient, error) {
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "connect: next hop %v", err)
 	}
-	opts := append(append(grpcwin.DialOptions(),
+	opts := append(append(grpcopts.DialOptions(),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		// Reconnect promptly: a member restarted on the same socket is
 		// reachable by the next Request, and ready() resets the backoff.

@@ -13,7 +13,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"google.golang.org/grpc"
 
-	"github.com/tether-mesh/tether/internal/grpcwin"
+	"github.com/tether-mesh/tether/internal/grpcopts"
 	"github.com/tether-mesh/tether/pkg/call"
 	"github.com/tether-mesh/tether/pkg/chain"
 	"github.com/tether-mesh/tether/pkg/checkrequest"
@@ -150,7 +150,7 @@ func Start(ctx context.Context, cfg Config) (_ *Member, err error) {
 		mon,
 		rdma.NewServer(serverOpts...),
 	)
-	m.grpc = grpc.NewServer(append(grpcwin.ServerOptions(), cfg.ServerOptions...)...)
+	m.grpc = grpc.NewServer(append(grpcopts.ServerOptions(), cfg.ServerOptions...)...)
 	networkservice.RegisterNetworkServiceServer(m.grpc, m.endpoint)
 	networkservice.RegisterMonitorConnectionServer(m.grpc, mon)
 	go func() {

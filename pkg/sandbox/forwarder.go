@@ -9,7 +9,7 @@ import (
 
 	"google.golang.org/grpc"
 
-	"github.com/tether-mesh/tether/internal/grpcwin"
+	"github.com/tether-mesh/tether/internal/grpcopts"
 	"github.com/tether-mesh/tether/pkg/forwarder"
 	"github.com/tether-mesh/tether/pkg/sockurl"
 	"github.com/tether-mesh/tether/pkg/view/embedded"
@@ -95,7 +95,7 @@ func (f *Forwarder) start() error {
 		Name: f.name, Views: provider, Policy: f.opts.policy,
 		DialTimeout: f.opts.dialTimeout, Lifetime: f.opts.lifetime, Log: f.s.log,
 	})
-	srv := grpc.NewServer(grpcwin.ServerOptions()...)
+	srv := grpc.NewServer(grpcopts.ServerOptions()...)
 	fwd.Register(srv)
 	membership.Register(srv, provider, membership.WithServerLogger(f.s.log))
 	lis, err := sockurl.Listen(ctx, f.URL(), 0)
