@@ -41,6 +41,21 @@ func (r *recording) Acked() uint64 {
 	return r.Channel.Acked()
 }
 
+// serveUntilClosed serves h on server; stop closes client and checks that
+// Serve then ended with an error.
+func serveUntilClosed(ctx context.Context, t *testing.T, client, server rdma.Channel, h call.Handler) (stop func()) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- call.Serve(ctx, server, h, quiet) }()
+	return func() {
+		t.Helper()
+		_ = client.Close()
+		if err := <-done; err == nil {
+			t.Error("Serve returned no error after the channel closed")
+		}
+	}
+}
+
 // TestRequestBufferReuse checks when a finished call's request buffer goes
 // to the next call: only once the channel acknowledged it, so that what a
 // channel may still refer to (to deliver it, or for Unacked) never changes.
@@ -58,12 +73,9 @@ func TestRequestBufferReuse(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 			defer cancel()
 			client, server := inprocPair(t, 0)
-			done := make(chan error, 1)
-			go func() {
-				done <- call.Serve(ctx, server, func(_ context.Context, req *call.Request) ([]byte, error) {
-					return req.Payload, nil
-				}, quiet)
-			}()
+			stop := serveUntilClosed(ctx, t, client, server, func(_ context.Context, req *call.Request) ([]byte, error) {
+				return req.Payload, nil
+			})
 			rec := &recording{Channel: client, neverAcked: tt.neverAcked}
 			c := call.NewCaller(quiet)
 			c.Bind(rec, nil, nil)
@@ -75,10 +87,7 @@ func TestRequestBufferReuse(t *testing.T) {
 				}
 			}
 			c.Close()
-			_ = client.Close()
-			if err := <-done; err == nil {
-				t.Error("Serve returned no error after the channel closed")
-			}
+			stop()
 
 			rec.mu.Lock()
 			defer rec.mu.Unlock()
@@ -107,23 +116,17 @@ func TestAppendCall(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 	client, server := inprocPair(t, 0)
-	done := make(chan error, 1)
-	go func() {
-		done <- call.Serve(ctx, server, func(_ context.Context, req *call.Request) ([]byte, error) {
-			if string(req.Payload) == "fail" {
-				return nil, errors.New("refused")
-			}
-			return req.Payload, nil
-		}, quiet)
-	}()
+	stop := serveUntilClosed(ctx, t, client, server, func(_ context.Context, req *call.Request) ([]byte, error) {
+		if string(req.Payload) == "fail" {
+			return nil, errors.New("refused")
+		}
+		return req.Payload, nil
+	})
 	c := call.NewCaller(quiet)
 	c.Bind(client, nil, nil)
 	defer func() {
 		c.Close()
-		_ = client.Close()
-		if err := <-done; err == nil {
-			t.Error("Serve returned no error after the channel closed")
-		}
+		stop()
 	}()
 
 	tests := []struct {
