@@ -856,26 +856,35 @@ func (c *recordingConn) ReadMsg(buf []byte) ([]byte, error) {
 	return msg, err
 }
 
+// recordHandshake runs a genuine handshake (early or full) for connID on a
+// raw connection, records its messages and closes the connection before
+// any setup, so that the listener gives this attach up.
+func recordHandshake(ctx context.Context, t *testing.T, e *env, connID string, secret *rdma.Secret, early bool) *recordingConn {
+	t.Helper()
+	conn, closer, err := e.h.RawDial(ctx, e.l.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recordingConn{Conn: conn}
+	if err := handshake.Client(rec, e.name, connID, secret, handshake.ClientOptions{Early: early}); err != nil {
+		t.Fatalf("genuine handshake (early: %v): %v", early, err)
+	}
+	_ = closer.Close()
+	return rec
+}
+
 func testReplay(t *testing.T, e *env) {
 	if e.h.RawDial == nil {
 		t.Skip("the harness has no raw dialer")
 	}
 	ctx := ctxT(t)
 	_, secret := e.expect(t, "replay")
-	conn, closer, err := e.h.RawDial(ctx, e.l.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec := &recordingConn{Conn: conn}
-	if err := handshake.Client(rec, e.name, "replay", &secret, handshake.ClientOptions{}); err != nil {
-		t.Fatalf("genuine handshake: %v", err)
-	}
-	_ = closer.Close()
+	rec := recordHandshake(ctx, t, e, "replay", &secret, false)
 	if len(rec.sent) != 2 || len(rec.received) != 2 {
 		t.Fatalf("recorded %d sent and %d received messages", len(rec.sent), len(rec.received))
 	}
 	// Replay the dialer's messages on a new connection.
-	conn, closer, err = e.h.RawDial(ctx, e.l.Addr())
+	conn, closer, err := e.h.RawDial(ctx, e.l.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -917,19 +926,11 @@ func testReplayEarly(t *testing.T, e *env) {
 	}
 	ctx := ctxT(t)
 	ep, secret := e.expect(t, "replay-early")
-	conn, closer, err := e.h.RawDial(ctx, e.l.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec := &recordingConn{Conn: conn}
-	if err := handshake.Client(rec, e.name, "replay-early", &secret, handshake.ClientOptions{Early: true}); err != nil {
-		t.Fatalf("genuine early handshake: %v", err)
-	}
-	_ = closer.Close() // before the setup: the listener gives this attach up
+	rec := recordHandshake(ctx, t, e, "replay-early", &secret, true)
 	if len(rec.sent) != 1 || len(rec.received) != 1 {
 		t.Fatalf("recorded %d sent and %d received messages", len(rec.sent), len(rec.received))
 	}
-	conn, closer, err = e.h.RawDial(ctx, e.l.Addr())
+	conn, closer, err := e.h.RawDial(ctx, e.l.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}
