@@ -112,16 +112,18 @@ type handoff struct {
 	ready  chan struct{}
 }
 
-// put hands e over, or closes it when the dialer is gone.
-func (h *handoff) put(e *end) {
+// put hands e over and reports whether it did; when the dialer is gone it
+// closes e.
+func (h *handoff) put(e *end) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.gaveUp {
 		_ = e.Close()
-		return
+		return false
 	}
 	h.e = e
 	close(h.ready)
+	return true
 }
 
 // giveUp tells the listener that the dialer left; an end already handed
@@ -215,11 +217,17 @@ func (l *listener) serve(c *pipeEnd) {
 		l.table.HandshakeFailed(l.log.WithField("conn_id", connID), err)
 		return
 	}
+	// The dialer's end first: a dialer that left after the handshake gets
+	// nothing delivered, which would count as attached until its end was
+	// closed and refuse the connection's next dialer meanwhile.
 	lk := newLink(connID, l.p.opts.window)
+	if !c.link.put(lk.ends[0]) {
+		ticket.Cancel()
+		return
+	}
 	if err := ticket.Deliver(lk.ends[1]); err != nil {
 		_ = lk.ends[0].Close()
 	}
-	c.link.put(lk.ends[0])
 	l.log.WithField("conn_id", connID).Debug(core.LogAttached)
 }
 
