@@ -3,6 +3,7 @@ package rdmatest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -308,4 +309,56 @@ func Pair(b *testing.B, p rdma.Provider, addr string) (client, server rdma.Chann
 		_ = l.Close()
 	})
 	return client, server
+}
+
+// Setup measures what a channel costs to open and close: a connection ID
+// is expected on a listener of p, dialed and accepted; the accepted end
+// receives (as a member's Serve would) until the dialer closes its end,
+// and then closes too. One connection follows the other. Both sides run in
+// this process: the time is mostly the CPU of both sides' setup and
+// teardown, without the wake-ups of two processes.
+func Setup(b *testing.B, p rdma.Provider, addr string) {
+	ctx := context.Background()
+	l, err := p.Listen(ctx, addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close() //nolint:errcheck // nothing to tell
+	secret := rdma.NewSecret()
+	one := func(i int) error {
+		connID := fmt.Sprintf("setup-%d", i)
+		ep, err := l.Expect(connID, secret)
+		if err != nil {
+			return err
+		}
+		defer ep.Close() //nolint:errcheck // the channels' errors are the ones to tell
+		client, err := p.Dial(ctx, l.Addr(), connID, secret)
+		if err != nil {
+			return err
+		}
+		server, err := ep.Accept(ctx)
+		if err != nil {
+			return errors.Join(err, client.Close())
+		}
+		served := make(chan error, 1)
+		go func() {
+			var m rdma.Message
+			for server.Recv(ctx, &m) == nil {
+			}
+			served <- server.Close()
+		}()
+		return errors.Join(client.Close(), <-served)
+	}
+	for i := range 20 { // warm up: the listener's goroutines, buffers and pools
+		if err := one(-i - 1); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		if err := one(i); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

@@ -139,3 +139,7 @@ func BenchmarkThroughput1MiB(b *testing.B) {
 }
 
 func BenchmarkAcked(b *testing.B) { rdmatest.Acked(b, New(), "") }
+
+// BenchmarkSetup opens and closes channels one after the other (dial,
+// accept, close).
+func BenchmarkSetup(b *testing.B) { rdmatest.Setup(b, New(), "") }

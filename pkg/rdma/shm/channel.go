@@ -786,8 +786,11 @@ func (c *channel) Close() error {
 	_ = c.recvSem.Acquire(context.Background(), nil, nil)
 	c.opMu.Lock()
 	c.ackMu.Lock()
-	if !c.violation.Load() {
-		_ = c.refreshAcksLocked() // the last word on what was acknowledged
+	if !c.violation.Load() && c.ackHead != c.pubTail.Load() {
+		// The last word on what was acknowledged. (With everything
+		// acknowledged already, the page of the head, which a channel
+		// that sent nothing never touched, is left alone.)
+		_ = c.refreshAcksLocked()
 	}
 	c.acksFinal = true // Acked no longer reads the memory unmapped below
 	c.ackMu.Unlock()

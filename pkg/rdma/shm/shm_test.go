@@ -497,3 +497,89 @@ func TestIsEventfd(t *testing.T) {
 		})
 	}
 }
+
+func TestWaiter(t *testing.T) {
+	asleep := func(ctx context.Context, w *waiter) <-chan error {
+		done := make(chan error, 1)
+		go func() { done <- w.sleep(ctx) }()
+		return done
+	}
+	wait := func(t *testing.T, done <-chan error) error {
+		t.Helper()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(10 * time.Second):
+			t.Fatal("the sleeper was not woken")
+			return nil
+		}
+	}
+	tests := []struct {
+		name string
+		run  func(t *testing.T, w *waiter) error // the error the sleep returned
+		want error                               // nil, or what errors.Is must find
+	}{
+		{"a kick before the first sleep wakes it", func(t *testing.T, w *waiter) error {
+			w.kick()
+			return wait(t, asleep(context.Background(), w))
+		}, nil},
+		{"a kick wakes a sleeper", func(t *testing.T, w *waiter) error {
+			done := asleep(context.Background(), w)
+			w.kick()
+			return wait(t, done)
+		}, nil},
+		{"the end of the context wakes a sleeper", func(t *testing.T, w *waiter) error {
+			ctx, cancel := context.WithCancel(context.Background())
+			done := asleep(ctx, w)
+			cancel()
+			return wait(t, done)
+		}, context.Canceled},
+		{"close wakes a sleeper", func(t *testing.T, w *waiter) error {
+			done := asleep(context.Background(), w)
+			w.close()
+			return wait(t, done)
+		}, os.ErrClosed},
+		{"a sleep after close fails", func(t *testing.T, w *waiter) error {
+			w.close()
+			return w.sleep(context.Background())
+		}, os.ErrClosed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rdmatest.CheckLeaks(t)
+			w, err := newWaiter()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer w.close()
+			err = tt.run(t, w)
+			if (tt.want == nil) != (err == nil) || (tt.want != nil && !errors.Is(err, tt.want)) {
+				t.Fatalf("sleep returned %v, want %v", err, tt.want)
+			}
+		})
+	}
+
+	t.Run("a kick after close writes nothing", func(t *testing.T) {
+		rdmatest.CheckLeaks(t)
+		w, err := newWaiter()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var p [2]int
+		if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = unix.Close(p[0]) }()
+		w.close()
+		// The descriptor number now names the pipe's write end.
+		if err := unix.Dup3(p[1], w.fd, unix.O_CLOEXEC); err != nil {
+			t.Fatal(err)
+		}
+		_ = unix.Close(p[1])
+		defer func() { _ = unix.Close(w.fd) }()
+		w.kick()
+		if n, err := unix.Read(p[0], make([]byte, 8)); !errors.Is(err, unix.EAGAIN) {
+			t.Fatalf("the pipe got %d bytes (%v): the kick wrote into a reused descriptor", n, err)
+		}
+	})
+}

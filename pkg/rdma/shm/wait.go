@@ -18,14 +18,23 @@ import (
 // sleeper's context kicks the eventfd (watch, kept across sleeps with the
 // same context so that a sleep allocates nothing); a kick that comes when
 // nobody sleeps wakes the next sleep early, which looks again.
+//
+// The eventfd joins the poller at the first sleep: that costs a system call
+// when it joins and one when it is closed, which a waiter that never sleeps
+// (the producer's, unless its ring fills; the consumer's of a side that
+// only receives answers within the spin) does not pay. Until then a kick
+// of our own is a flag that the first sleep finds, not a write (the peer,
+// which has the descriptor, writes to it).
 type waiter struct {
-	f      *os.File
 	fd     int
 	buf    [8]byte
 	kickFn func()
 
-	mu    sync.Mutex // guards watch, used by the sleeper and by close
-	watch core.Watch
+	mu     sync.Mutex // guards the fields below, used by the sleeper, kick and close
+	f      *os.File   // the eventfd in the poller, from the first sleep on
+	kicked bool       // kick ran before the first sleep
+	closed bool
+	watch  core.Watch
 }
 
 func newWaiter() (*waiter, error) {
@@ -33,37 +42,62 @@ func newWaiter() (*waiter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("eventfd: %w", err)
 	}
-	w := &waiter{f: os.NewFile(uintptr(fd), "eventfd"), fd: fd}
+	w := &waiter{fd: fd}
 	w.kickFn = w.kick
 	return w, nil
 }
 
 // sleep blocks until the eventfd is kicked or ctx ends.
 func (w *waiter) sleep(ctx context.Context) error {
-	if ctx.Done() != nil {
-		w.mu.Lock()
-		ended := w.watch.Arm(ctx, w.kickFn)
+	w.mu.Lock()
+	if w.closed {
 		w.mu.Unlock()
-		if ended {
+		return os.ErrClosed
+	}
+	if w.f == nil {
+		w.f = os.NewFile(uintptr(w.fd), "eventfd")
+		if w.kicked {
+			w.mu.Unlock()
 			return ctx.Err()
 		}
 	}
-	_, err := w.f.Read(w.buf[:])
-	if err != nil {
+	f := w.f
+	if w.watch.Arm(ctx, w.kickFn) {
+		w.mu.Unlock()
+		return ctx.Err()
+	}
+	w.mu.Unlock()
+	if _, err := f.Read(w.buf[:]); err != nil {
 		return err
 	}
 	return ctx.Err()
 }
 
-// kick wakes the sleeper (or the next one). It goes through the file, so
-// that a kick racing with close cannot hit a reused descriptor number.
-func (w *waiter) kick() { _, _ = w.f.Write(one) }
+// kick wakes the sleeper (or the next one). It holds mu, so that a kick
+// racing with close cannot hit a reused descriptor number.
+func (w *waiter) kick() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch {
+	case w.closed:
+	case w.f == nil:
+		w.kicked = true
+	default:
+		kick(w.fd)
+	}
+}
 
 func (w *waiter) close() {
 	w.mu.Lock()
+	w.closed = true
 	w.watch.Stop()
+	f := w.f
 	w.mu.Unlock()
-	_ = w.f.Close()
+	if f != nil {
+		_ = f.Close() // wakes a sleeper
+	} else {
+		_ = unix.Close(w.fd)
+	}
 }
 
 var one = binary.NativeEndian.AppendUint64(nil, 1)

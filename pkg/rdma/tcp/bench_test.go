@@ -122,3 +122,7 @@ func BenchmarkThroughput1MiB(b *testing.B) {
 }
 
 func BenchmarkAcked(b *testing.B) { rdmatest.Acked(b, New(), "127.0.0.1:0") }
+
+// BenchmarkSetup opens and closes channels one after the other (dial,
+// accept, close).
+func BenchmarkSetup(b *testing.B) { rdmatest.Setup(b, New(), "127.0.0.1:0") }
