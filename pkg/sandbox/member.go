@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -330,6 +331,7 @@ func (m *Member) startProcess() error {
 func (m *Member) readTraces(r io.Reader) {
 	// A large buffer: the member's calls wait when its output does.
 	sc := bufio.NewScanner(bufio.NewReaderSize(r, 1<<20))
+	sc.Split(completeLines)
 	for sc.Scan() {
 		f := strings.SplitN(sc.Text(), " ", 4)
 		if len(f) < 3 || f[0] != "call" {
@@ -341,6 +343,17 @@ func (m *Member) readTraces(r io.Reader) {
 		}
 		m.record(tr)
 	}
+}
+
+// completeLines splits like bufio.ScanLines but drops a last line without
+// its newline: a member killed while it wrote a trace leaves part of the
+// line ("call c1 false c1 1" of "... c1 17"), which would read as a trace
+// of another call.
+func completeLines(data []byte, atEOF bool) (advance int, token []byte, err error) {
+	if atEOF && !bytes.Contains(data, []byte{'\n'}) {
+		return len(data), nil, nil
+	}
+	return bufio.ScanLines(data, atEOF)
 }
 
 func (m *Member) readStderr(r io.Reader, ready chan struct{}) {
