@@ -521,23 +521,17 @@ func testUnackedCopies(t *testing.T, e *env) {
 	// The sender takes its buffers back and reuses them (here after Close,
 	// as heal does after its replay; pkg/call does once Acked covers them).
 	_ = ch.Close()
-	for i := range sent {
-		scribble(sent[i].Header)
-		scribble(sent[i].Payload)
+	scribble(sent...)
+	checkMessages := func(ms []rdma.Message) {
+		for i := range ms {
+			want := message(received + i)
+			checkMessage(t, &ms[i], &want)
+		}
 	}
-	for i := range unacked {
-		want := message(received + i)
-		checkMessage(t, &unacked[i], &want)
-	}
+	checkMessages(unacked)
 	// Each call's copies are its own.
-	for i := range unacked {
-		scribble(unacked[i].Header)
-		scribble(unacked[i].Payload)
-	}
-	for i := range again {
-		want := message(received + i)
-		checkMessage(t, &again[i], &want)
-	}
+	scribble(unacked...)
+	checkMessages(again)
 }
 
 // testUnackedWhileBuffersReused races Unacked with a sender that reuses
@@ -580,10 +574,10 @@ func testUnackedWhileBuffersReused(t *testing.T, e *env) {
 	reuse := func() {
 		acked := ch.Acked()
 		k := 0
-		for ; k < len(pending) && pending[k].Seq <= acked; k++ {
-			scribble(pending[k].Header)
-			scribble(pending[k].Payload)
+		for k < len(pending) && pending[k].Seq <= acked {
+			k++
 		}
+		scribble(pending[:k]...)
 		pending = pending[k:]
 	}
 	for i := range n {
@@ -610,10 +604,15 @@ func testUnackedWhileBuffersReused(t *testing.T, e *env) {
 	}
 }
 
-// scribble overwrites b, as a sender reusing its buffer does.
-func scribble(b []byte) {
-	for i := range b {
-		b[i] = 0xa5
+// scribble overwrites the headers and payloads of ms, as a sender reusing
+// its buffers does.
+func scribble(ms ...rdma.Message) {
+	for _, m := range ms {
+		for _, b := range [][]byte{m.Header, m.Payload} {
+			for i := range b {
+				b[i] = 0xa5
+			}
+		}
 	}
 }
 
