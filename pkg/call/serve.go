@@ -41,9 +41,9 @@ func Serve(ctx context.Context, ch rdma.Channel, h Handler, log *logrus.Entry) e
 	// unacknowledged. In a ping-pong it never is: the peer took that
 	// answer before it sent a later message. The channel is asked only
 	// when what it said last does not cover that answer; with the buffers
-	// taken in turn, one Acked covers the next ones too (on shm, Acked
-	// reads the peer's consumer position, which the peer has just
-	// written). Only handlers that echo use more than one buffer.
+	// taken in turn, one Acked covers the next ones too (on shm, the call
+	// just received carries the peer's consumer position). Only handlers
+	// that echo use more than one buffer.
 	var (
 		in     [4]rdma.Message
 		echoed [4]uint64 // the sequence number of the answer in in[i]'s buffer, or 0

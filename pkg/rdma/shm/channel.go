@@ -393,9 +393,12 @@ func (c *channel) Write(ctx context.Context, key rdma.RegionKey, off uint64, dat
 // Acked returns without a lock when the last published pair is still the
 // truth: the consumer's head was ackHeadPub, and nothing was published
 // since (pubTail is still there), so nothing more can have been consumed;
-// a write since published its own pair. Otherwise it reads the consumer's
-// head under ackMu (without opMu: see acksFinal) and publishes the pair,
-// so that a caller polling Acked sees the peer's progress.
+// a write since published its own pair. Otherwise, under ackMu, it takes
+// the head that the last message received carries, and reads the
+// consumer's head itself (without opMu: see acksFinal) only when that
+// carried head told nothing new; either way it publishes the pair. So a
+// caller polling Acked sees the peer's progress: a first look that learns
+// from the messages received is followed by one that reads the head.
 //
 // Either way it keeps Unacked's promise. Every value Acked returns was
 // computed under ackMu after the messages it covers were popped from the
@@ -412,11 +415,15 @@ func (c *channel) Acked() uint64 {
 	}
 	c.ackMu.Lock()
 	defer c.ackMu.Unlock()
-	// The peer's messages carry its head (desc.ack). When the last one we
-	// received covers everything we published (an answer does: the peer
-	// consumed the call first), the shared head, a cache line the peer
-	// keeps writing, need not be read. The mapping is there while
-	// acksFinal is false (see opMu).
+	// The peer's messages carry its head (desc.ack). The shared head is a
+	// cache line the peer writes as it consumes: reading it while the peer
+	// takes a message we have just sent makes the peer's write of it wait
+	// for the line to come back, on the peer's way to its answer. (A
+	// member's Serve asks Acked right after it sent an answer, which the
+	// caller is then receiving.) So it is read only when the carried head
+	// told nothing new, as on the next look of a caller that polls; an
+	// answer covers its call anyway, since the peer consumed the call
+	// first. The mapping is there while acksFinal is false (see opMu).
 	if c.acksFinal || c.violation.Load() {
 		return c.publishAckedLocked()
 	}
@@ -424,8 +431,7 @@ func (c *channel) Acked() uint64 {
 		if err := c.advanceAcksLocked(h); err != nil {
 			_ = c.violated(err)
 		}
-	}
-	if c.ackHead < c.pubTail.Load() {
+	} else if c.ackHead < c.pubTail.Load() {
 		_ = c.refreshAcksChecked()
 	}
 	return c.publishAckedLocked()

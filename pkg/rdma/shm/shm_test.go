@@ -367,6 +367,48 @@ func TestAckRidesOnMessages(t *testing.T) {
 	}
 }
 
+// TestAckedReadsHeadLast: when the head that the peer's last message
+// carries moved, Acked reports it without reading the shared head (a line
+// the peer may be writing at that moment); the next look reads the head,
+// so that a caller polling Acked sees everything the peer consumed.
+func TestAckedReadsHeadLast(t *testing.T) {
+	tests := []struct {
+		name        string
+		carried     uint64 // the head the peer's message carries; the peer consumed both messages
+		first, next uint64 // what two looks at Acked report
+	}{
+		{"carried head moved", 1, 1, 2},
+		{"carried head covers all", 2, 2, 2},
+		{"carried head tells nothing new", 0, 2, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rdmatest.CheckLeaks(t)
+			l, _ := listen(t)
+			parts, victim := dialRaw(t, l, "acks")
+			ctx := testCtx(t)
+			for want := uint64(1); want <= 2; want++ {
+				if seq, err := victim.Send(ctx, &rdma.Message{Payload: []byte("x")}); err != nil || seq != want {
+					t.Fatalf("send: %d %v", seq, err)
+				}
+			}
+			atomic.StoreUint64(ringAt(parts.mem, parts.lay, 1).head, 2)
+			p := newProducer(ringAt(parts.mem, parts.lay, 0))
+			p.put(&desc{seq: 1, total: 1, frag: fragFirst | fragLast | fragInline, ack: tt.carried}, nil, []byte("y"))
+			var m rdma.Message
+			if err := victim.Recv(ctx, &m); err != nil {
+				t.Fatal(err)
+			}
+			if got := victim.Acked(); got != tt.first {
+				t.Errorf("first Acked %d, want %d", got, tt.first)
+			}
+			if got := victim.Acked(); got != tt.next {
+				t.Errorf("next Acked %d, want %d", got, tt.next)
+			}
+		})
+	}
+}
+
 // TestRecvResumesAfterContext: a Recv whose context ends between the
 // fragments of a message leaves what it consumed to the next Recv.
 func TestRecvResumesAfterContext(t *testing.T) {
