@@ -244,24 +244,36 @@ const (
 // loneBufs are the request buffers of the last lone calls, taken in turn.
 // A channel refers to what it sent until it acknowledged it (its Unacked
 // copies what it returns, taken atomically with Acked), so a buffer is
-// reused only once acknowledged; with the buffers taken in turn, one
-// Acked covers the next ones too (on shm, Acked reads the peer's consumer
-// position, which the peer has just written).
+// reused only once acknowledged. With the buffers taken in turn, one
+// Acked covers the next ones too (on shm, the answer carries the peer's
+// consumer position): the channel is asked once per round of them. That
+// look lies on the way from an answer to the next call (and on shm it
+// takes a lock), so the rounds are long for small calls: sixteen buffers
+// of at most smallLoneBuf bytes; larger ones, up to maxSpareBuf, go round
+// four places. So the buffers kept stay under 448 KiB.
 type loneBufs struct {
 	b     *bound // whose channel carried the buffers kept
 	acked uint64 // what its Acked returned last
-	buf   [4][]byte
-	seq   [4]uint64
+	buf   [16][]byte
+	seq   [16]uint64
 	next  int
 }
 
+// smallLoneBuf is the largest buffer that goes round all of loneBufs'
+// places; largeLonePlaces are the places larger ones go round.
+const (
+	smallLoneBuf    = 16 << 10
+	largeLonePlaces = 4
+)
+
 // take returns the next buffer, of length n: the kept one if it is large
-// enough and acknowledged by b's channel, else a new one. The channel is
-// asked only when what it said last does not cover the buffer.
+// enough (but not a large one for a small call) and acknowledged by b's
+// channel, else a new one. The channel is asked only when what it said
+// last does not cover the buffer.
 func (l *loneBufs) take(b *bound, n int) []byte {
 	buf, seq := l.buf[l.next], l.seq[l.next]
 	l.buf[l.next] = nil
-	if cap(buf) < n || b != l.b {
+	if cap(buf) < n || b != l.b || (n <= smallLoneBuf && cap(buf) > smallLoneBuf) {
 		return make([]byte, n)
 	}
 	if seq > l.acked {
@@ -273,16 +285,26 @@ func (l *loneBufs) take(b *bound, n int) []byte {
 }
 
 // keep keeps buf, which b's channel carried as message seq, for the lone
-// call after the next ones.
+// call a round later.
 func (l *loneBufs) keep(b *bound, buf []byte, seq uint64) {
 	if b != l.b {
 		clear(l.buf[:])
 		l.b, l.acked = b, 0
 	}
+	places := len(l.buf)
+	if cap(buf) > smallLoneBuf {
+		places = largeLonePlaces
+	}
+	if l.next >= places { // the first large call after small ones
+		l.next = 0
+		clear(l.buf[places:])
+	}
 	if cap(buf) <= maxSpareBuf {
 		l.buf[l.next], l.seq[l.next] = buf, seq
 	}
-	l.next = (l.next + 1) % len(l.buf)
+	if l.next++; l.next == places {
+		l.next = 0
+	}
 }
 
 // bound holds a channel for Caller.cur.

@@ -79,7 +79,7 @@ func TestRequestBufferReuse(t *testing.T) {
 			rec := &recording{Channel: client, neverAcked: tt.neverAcked}
 			c := call.NewCaller(quiet)
 			c.Bind(rec, nil, nil)
-			const n = 20
+			const n = 40 // more than a round of the lone calls' buffers
 			for i := range n {
 				p := fmt.Appendf(nil, "call-%02d", i)
 				if reply, err := c.Call(ctx, nil, p); err != nil || !bytes.Equal(reply, p) {
