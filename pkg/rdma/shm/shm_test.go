@@ -313,6 +313,24 @@ func TestMaliciousRing(t *testing.T) {
 	}
 }
 
+// sendThenAnswer has victim send n one-byte messages, then plays its peer
+// (the raw end parts): it answers with one message that carries ack as the
+// peer's consumer head (desc.ack), and has victim receive it.
+func sendThenAnswer(ctx context.Context, t *testing.T, parts channelParts, victim rdma.Channel, n, ack uint64) {
+	t.Helper()
+	for want := uint64(1); want <= n; want++ {
+		if seq, err := victim.Send(ctx, &rdma.Message{Payload: []byte("x")}); err != nil || seq != want {
+			t.Fatalf("send: %d %v", seq, err)
+		}
+	}
+	p := newProducer(ringAt(parts.mem, parts.lay, 0))
+	p.put(&desc{seq: 1, total: 1, frag: fragFirst | fragLast | fragInline, ack: ack}, nil, []byte("y"))
+	var m rdma.Message
+	if err := victim.Recv(ctx, &m); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestAckRidesOnMessages: what the peer's messages say it consumed
 // (desc.ack) is what Acked reports, without the shared head; an
 // acknowledgement of more than was sent is a violation.
@@ -336,22 +354,14 @@ func TestAckRidesOnMessages(t *testing.T) {
 			l, _ := listen(t)
 			parts, victim := dialRaw(t, l, "acks")
 			ctx := testCtx(t)
-			seq, err := victim.Send(ctx, &rdma.Message{Payload: []byte("x")})
-			if err != nil || seq != 1 {
-				t.Fatalf("send: %d %v", seq, err)
-			}
 			// The peer answers without moving its shared head.
+			sendThenAnswer(ctx, t, parts, victim, 1, tt.ack)
 			fromVictim := ringAt(parts.mem, parts.lay, 1)
-			p := newProducer(ringAt(parts.mem, parts.lay, 0))
-			p.put(&desc{seq: 1, total: 1, frag: fragFirst | fragLast | fragInline, ack: tt.ack}, nil, []byte("y"))
-			var m rdma.Message
-			if err := victim.Recv(ctx, &m); err != nil {
-				t.Fatal(err)
-			}
 			if got := victim.Acked(); got != tt.wantAcked {
 				t.Errorf("Acked %d, want %d", got, tt.wantAcked)
 			}
 			if tt.violation {
+				var m rdma.Message
 				if err := victim.Recv(ctx, &m); !errors.Is(err, rdma.ErrProtocol) {
 					t.Fatalf("Recv after the violation: %v, want ErrProtocol", err)
 				}
@@ -387,18 +397,8 @@ func TestAckedReadsHeadLast(t *testing.T) {
 			l, _ := listen(t)
 			parts, victim := dialRaw(t, l, "acks")
 			ctx := testCtx(t)
-			for want := uint64(1); want <= 2; want++ {
-				if seq, err := victim.Send(ctx, &rdma.Message{Payload: []byte("x")}); err != nil || seq != want {
-					t.Fatalf("send: %d %v", seq, err)
-				}
-			}
+			sendThenAnswer(ctx, t, parts, victim, 2, tt.carried)
 			atomic.StoreUint64(ringAt(parts.mem, parts.lay, 1).head, 2)
-			p := newProducer(ringAt(parts.mem, parts.lay, 0))
-			p.put(&desc{seq: 1, total: 1, frag: fragFirst | fragLast | fragInline, ack: tt.carried}, nil, []byte("y"))
-			var m rdma.Message
-			if err := victim.Recv(ctx, &m); err != nil {
-				t.Fatal(err)
-			}
 			if got := victim.Acked(); got != tt.first {
 				t.Errorf("first Acked %d, want %d", got, tt.first)
 			}
