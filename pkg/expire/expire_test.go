@@ -9,6 +9,7 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tether-mesh/tether/pkg/chain"
 	"github.com/tether-mesh/tether/pkg/expire"
@@ -153,5 +154,57 @@ func TestWithoutExpiryTheDefaultLifetimeApplies(t *testing.T) {
 	waitFor(t, ev.requests, "the request")
 	if id := waitFor(t, ev.closes, "the expiry"); id != "bare" {
 		t.Fatalf("closed %s", id)
+	}
+}
+
+// TestThePreviousHopLearnsItsDeadline checks that the response tells the
+// previous hop when its connection expires: the default lifetime when its
+// segment had no expiry (as an NSM client sends it), the segment's own
+// expiry when within the maximum, the maximum otherwise.
+func TestThePreviousHopLearnsItsDeadline(t *testing.T) {
+	t.Parallel()
+	const defaultLifetime, maxLifetime = time.Hour, 2 * time.Hour
+	for _, tc := range []struct {
+		name    string
+		expires time.Duration // from now; 0 for none
+		want    time.Duration // from now
+	}{
+		{"no expiry", 0, defaultLifetime},
+		{"within the maximum", 90 * time.Minute, 90 * time.Minute},
+		{"beyond the maximum", 1000 * time.Hour, maxLifetime},
+		{"already past", -time.Minute, -time.Minute},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			srv := chain.NewServer(updatepath.NewServer("endpoint"),
+				expire.NewServer(expire.WithDefaultLifetime(defaultLifetime), expire.WithMaxLifetime(maxLifetime)),
+				chain.Tail(newEvents()))
+			seg := &networkservice.PathSegment{Name: "nsc", Id: "c-" + tc.name}
+			if tc.expires != 0 {
+				seg.Expires = timestamppb.New(time.Now().Add(tc.expires))
+			}
+			conn := &networkservice.Connection{Id: seg.GetId(), Path: &networkservice.Path{PathSegments: []*networkservice.PathSegment{seg}}}
+			before := time.Now()
+			resp, err := srv.Request(context.Background(), &networkservice.NetworkServiceRequest{Connection: conn.Clone()})
+			after := time.Now()
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _, _ = srv.Close(context.Background(), resp.Clone()) })
+			if i := resp.GetPath().GetIndex(); i != 0 {
+				t.Fatalf("response at path index %d, want the caller's 0", i)
+			}
+			got := resp.GetCurrentPathSegment().GetExpires()
+			if got == nil {
+				t.Fatal("the caller's segment came back without an expiry")
+			}
+			lo, hi := before.Add(tc.want), after.Add(tc.want)
+			if tc.expires != 0 && tc.expires == tc.want { // kept as sent
+				lo, hi = seg.GetExpires().AsTime(), seg.GetExpires().AsTime()
+			}
+			if at := got.AsTime(); at.Before(lo) || at.After(hi) {
+				t.Fatalf("caller's segment expires at %v, want within [%v, %v]", at, lo, hi)
+			}
+		})
 	}
 }

@@ -7,16 +7,23 @@ import (
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
 	"github.com/sirupsen/logrus"
 	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tether-mesh/tether/pkg/chain"
 )
 
 // DefaultLifetime is how long a connection lives without a refresh when the
-// previous hop set no expiry on its path segment.
-const DefaultLifetime = time.Minute
+// previous hop set no expiry on its path segment; DefaultMaxLifetime is the
+// longest it lives without one whatever the segment says (NSM's default
+// token lifetime).
+const (
+	DefaultLifetime    = time.Minute
+	DefaultMaxLifetime = 10 * time.Minute
+)
 
 type options struct {
 	lifetime     time.Duration
+	maxLifetime  time.Duration
 	closeTimeout time.Duration
 	log          *logrus.Entry
 }
@@ -25,9 +32,25 @@ type options struct {
 type Option func(*options)
 
 // WithDefaultLifetime sets the lifetime used when the previous hop's segment
-// has no expiry (default DefaultLifetime).
+// has no expiry (default DefaultLifetime). A d that is not positive leaves
+// the default.
 func WithDefaultLifetime(d time.Duration) Option {
-	return func(o *options) { o.lifetime = d }
+	return func(o *options) {
+		if d > 0 {
+			o.lifetime = d
+		}
+	}
+}
+
+// WithMaxLifetime sets the longest a connection lives without a refresh,
+// whatever expiry the previous hop's segment asks for (default
+// DefaultMaxLifetime). A d that is not positive leaves the default.
+func WithMaxLifetime(d time.Duration) Option {
+	return func(o *options) {
+		if d > 0 {
+			o.maxLifetime = d
+		}
+	}
 }
 
 // WithCloseTimeout bounds the Close of an expired connection (default 15 s).
@@ -54,7 +77,7 @@ type server struct {
 
 // NewServer returns the expire element.
 func NewServer(opts ...Option) chain.ServerElement {
-	s := &server{opts: options{lifetime: DefaultLifetime, closeTimeout: 15 * time.Second, log: logrus.NewEntry(logrus.StandardLogger())}}
+	s := &server{opts: options{lifetime: DefaultLifetime, maxLifetime: DefaultMaxLifetime, closeTimeout: 15 * time.Second, log: logrus.NewEntry(logrus.StandardLogger())}}
 	for _, o := range opts {
 		o(&s.opts)
 	}
@@ -66,10 +89,7 @@ func (s *server) Request(ctx context.Context, req *networkservice.NetworkService
 	if err != nil {
 		return nil, err
 	}
-	at := time.Now().Add(s.opts.lifetime)
-	if prev := resp.GetPrevPathSegment(); prev.GetExpires() != nil {
-		at = prev.GetExpires().AsTime()
-	}
+	at := deadlineOf(resp.GetPrevPathSegment(), time.Now(), s.opts.lifetime, s.opts.maxLifetime)
 	if old, ok := deadlineKey.Load(ctx); ok {
 		old.timer.Stop()
 	}
@@ -85,6 +105,26 @@ func (s *server) Close(ctx context.Context, conn *networkservice.Connection, nex
 		d.timer.Stop()
 	}
 	return next.Close(ctx, conn)
+}
+
+// deadlineOf returns when a connection whose previous hop holds segment prev
+// expires unless refreshed: at the segment's expiry, or lifetime after now
+// when it has none, and at most maxLifetime after now. It writes the
+// deadline into prev, so that the previous hop learns it from the response:
+// an NSM client sets no expiry of its own and refreshes on what the path it
+// gets back says (NSM's updatetoken does the same for the hop before it).
+func deadlineOf(prev *networkservice.PathSegment, now time.Time, lifetime, maxLifetime time.Duration) time.Time {
+	at := now.Add(lifetime)
+	if e := prev.GetExpires(); e != nil {
+		at = e.AsTime()
+	}
+	if limit := now.Add(maxLifetime); at.After(limit) {
+		at = limit
+	}
+	if prev != nil && (prev.GetExpires() == nil || !prev.GetExpires().AsTime().Equal(at)) {
+		prev.Expires = timestamppb.New(at)
+	}
+	return at
 }
 
 // expire closes the connection if d is still its deadline: a refresh that
