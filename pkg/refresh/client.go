@@ -52,12 +52,12 @@ func (c *client) Request(ctx context.Context, req *networkservice.NetworkService
 	if old, ok := scheduleKey.LoadAndDelete(ctx); ok {
 		old.stop()
 	}
-	own := resp.GetCurrentPathSegment()
-	if own.GetExpires() == nil {
+	expires, ok := earliestExpiry(resp.GetPath())
+	if !ok {
 		return resp, nil // nothing to keep alive
 	}
 	h, _ := chain.Reentry(ctx)
-	s := &schedule{expires: own.GetExpires().AsTime()}
+	s := &schedule{expires: expires}
 	s.mu.Lock()
 	s.timer = time.AfterFunc(delay(s.expires), func() { c.refresh(h, s) }) //nolint:contextcheck // fires after the request context ended; refresh makes its own
 	s.mu.Unlock()
@@ -70,6 +70,24 @@ func (c *client) Close(ctx context.Context, conn *networkservice.Connection, nex
 		s.stop()
 	}
 	return next.Close(ctx, conn, opts...)
+}
+
+// earliestExpiry returns the earliest expiry of the path's segments from
+// the current one (this chain's caller's, as the response comes back) on,
+// and whether any has one. Each hop after the caller closes the connection
+// when the segment before it expires, and only the caller's refreshes renew
+// them: a forwarder, say, does not refresh on its own, so its segment may
+// expire before the client's (NSM's refresh looks at every segment too).
+// The segments before the caller's are the business of the hops before it.
+func earliestExpiry(p *networkservice.Path) (time.Time, bool) {
+	var at time.Time
+	segs := p.GetPathSegments()
+	for i := int(p.GetIndex()); i < len(segs); i++ {
+		if e := segs[i].GetExpires(); e != nil && (at.IsZero() || e.AsTime().Before(at)) {
+			at = e.AsTime()
+		}
+	}
+	return at, !at.IsZero()
 }
 
 // delay is a third of the time left before expires.
