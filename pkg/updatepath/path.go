@@ -1,6 +1,7 @@
 package updatepath
 
 import (
+	"context"
 	"time"
 
 	"github.com/google/uuid"
@@ -8,6 +9,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/tether-mesh/tether/pkg/chain"
 )
 
 // DefaultLifetime is how long after a Request a hop's segment expires
@@ -34,13 +37,14 @@ func enter(conn *networkservice.Connection, name string, expires *timestamppb.Ti
 		return 0, status.Errorf(codes.InvalidArgument, "path index %d is out of its %d segments", p.Index, len(p.PathSegments))
 	}
 	cur := p.PathSegments[p.Index]
-	if cur.GetName() == name { // this hop's own segment: a refresh from its own side
-		conn.Id = cur.GetId()
-		setExpires(cur, expires)
-		return p.Index, nil
-	}
+	// The connection ID is the current segment's: the chain's head keys
+	// the connection's state by it, and this hop must act on that state.
 	if cur.GetId() != conn.Id {
 		return 0, status.Errorf(codes.InvalidArgument, "connection ID %q is not the ID %q of its path segment %d", conn.Id, cur.GetId(), p.Index)
+	}
+	if cur.GetName() == name { // this hop's own segment: a refresh from its own side
+		setExpires(cur, expires)
+		return p.Index, nil
 	}
 	caller := p.Index
 	p.Index++
@@ -75,4 +79,42 @@ func leave(resp *networkservice.Connection, sent *networkservice.Path, caller ui
 	}
 	resp.Path.Index = caller
 	resp.Id = resp.Path.PathSegments[caller].GetId()
+}
+
+// lastKey holds, per connection, the connection as this hop's last
+// successful Request left it, on this hop's segment.
+var lastKey = chain.NewKey[*networkservice.Connection]("updatepath")
+
+// remember stores resp, which came back from the next hop for a request
+// sent on this hop's segment own (sent is that request's path), for
+// closing. It runs before leave.
+func remember(ctx context.Context, resp *networkservice.Connection, sent *networkservice.Path, own uint32) {
+	if resp == nil {
+		return
+	}
+	last := resp.Clone()
+	if int(own) >= len(last.GetPath().GetPathSegments()) {
+		last.Path = sent.Clone()
+	}
+	last.Path.Index = own
+	last.Id = last.Path.PathSegments[own].GetId()
+	lastKey.Store(ctx, last)
+}
+
+// closing moves conn, being closed, onto this hop's segment and returns it.
+// When conn's path does not lead there (a peer sent a broken one), it
+// returns the connection as the last Request left it instead: every
+// element after this one must see the Close to release what it holds
+// (NSM's begin, which comes after its updatepath, keeps the connection
+// for its expiry to close; here the Close itself does it). Without such
+// a Request there is nothing to release, and the path's error is returned.
+func closing(ctx context.Context, conn *networkservice.Connection, name string) (*networkservice.Connection, error) {
+	_, err := enter(conn, name, nil)
+	if err == nil {
+		return conn, nil
+	}
+	if last, ok := lastKey.Load(ctx); ok {
+		return last.Clone(), nil
+	}
+	return nil, err
 }

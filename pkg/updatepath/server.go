@@ -27,17 +27,19 @@ func (s *server) Request(ctx context.Context, req *networkservice.NetworkService
 	if err != nil {
 		return nil, err
 	}
-	sent := conn.GetPath()
+	sent, own := conn.GetPath(), conn.GetPath().GetIndex()
 	resp, err := next.Request(ctx, req)
 	if err != nil {
 		return nil, err
 	}
+	remember(ctx, resp, sent, own)
 	leave(resp, sent, caller)
 	return resp, nil
 }
 
 func (s *server) Close(ctx context.Context, conn *networkservice.Connection, next *chain.NextServer) (*emptypb.Empty, error) {
-	if _, err := enter(conn, s.name, nil); err != nil {
+	conn, err := closing(ctx, conn, s.name)
+	if err != nil {
 		return nil, err
 	}
 	return next.Close(ctx, conn)
@@ -62,17 +64,19 @@ func (c *client) Request(ctx context.Context, req *networkservice.NetworkService
 	if err != nil {
 		return nil, err
 	}
-	sent := conn.GetPath()
+	sent, own := conn.GetPath(), conn.GetPath().GetIndex()
 	resp, err := next.Request(ctx, req, opts...)
 	if err != nil {
 		return nil, err
 	}
+	remember(ctx, resp, sent, own)
 	leave(resp, sent, caller)
 	return resp, nil
 }
 
 func (c *client) Close(ctx context.Context, conn *networkservice.Connection, next *chain.NextClient, opts ...grpc.CallOption) (*emptypb.Empty, error) {
-	if _, err := enter(conn, c.name, nil); err != nil {
+	conn, err := closing(ctx, conn, c.name)
+	if err != nil {
 		return nil, err
 	}
 	return next.Close(ctx, conn, opts...)

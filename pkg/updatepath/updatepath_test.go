@@ -155,6 +155,7 @@ func TestBadPaths(t *testing.T) {
 	}{
 		{"index out of range", &networkservice.Connection{Id: "a", Path: &networkservice.Path{Index: 2, PathSegments: []*networkservice.PathSegment{{Name: "c", Id: "a"}}}}, "path index 2 is out of its 1 segments"},
 		{"ID is not the segment's", &networkservice.Connection{Id: "a", Path: &networkservice.Path{PathSegments: []*networkservice.PathSegment{{Name: "c", Id: "b"}}}}, `connection ID "a" is not the ID "b" of its path segment 0`},
+		{"ID is not the hop's own segment's", &networkservice.Connection{Id: "a", Path: &networkservice.Path{PathSegments: []*networkservice.PathSegment{{Name: "fwd", Id: "b"}}}}, `connection ID "a" is not the ID "b" of its path segment 0`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -185,5 +186,91 @@ func TestNextHopWithoutPath(t *testing.T) {
 	}
 	if len(conn.GetPath().GetPathSegments()) != 2 || conn.GetPath().GetIndex() != 0 || conn.GetId() != conn.GetPath().GetPathSegments()[0].GetId() {
 		t.Fatalf("the client's view was not restored: %v", conn)
+	}
+}
+
+// TestCloseWithABrokenPath checks that a Close whose path does not lead to
+// the hop's segment still reaches every hop after it, with the IDs of the
+// last Request, so that nothing is left behind; and that such a Close of a
+// connection the hop never had is refused without leaving state. The
+// broken Close goes to the client chain or, as a peer might send it, to the
+// forwarder.
+func TestCloseWithABrokenPath(t *testing.T) {
+	t.Parallel()
+	breaks := []struct {
+		name      string
+		breakPath func(c *networkservice.Connection)
+	}{
+		{"index out of range", func(c *networkservice.Connection) { c.Path.Index = 7 }},
+		{"ID is not the segment's", func(c *networkservice.Connection) { c.Path.PathSegments[0].Id = "someone-else" }},
+		{"path cut short", func(c *networkservice.Connection) { c.Path.PathSegments, c.Path.Index = c.Path.PathSegments[:1], 3 }},
+	}
+	type closer func(tp *topology, conn *networkservice.Connection) error
+	via := map[string]closer{
+		"client": func(tp *topology, conn *networkservice.Connection) error {
+			_, err := tp.client.Close(context.Background(), conn)
+			return err
+		},
+		"forwarder": func(tp *topology, conn *networkservice.Connection) error {
+			_, err := tp.forwarder.Close(context.Background(), conn)
+			return err
+		},
+	}
+	// counters are the chains that must hold nothing after the Close.
+	counters := func(tp *topology, hop string) map[string]chain.ConnectionCounter {
+		m := map[string]chain.ConnectionCounter{
+			"forwarder": tp.forwarder.(chain.ConnectionCounter),
+			"member-1":  tp.members["member-1"].(chain.ConnectionCounter),
+		}
+		if hop == "client" {
+			m["client"] = tp.client.(chain.ConnectionCounter)
+		}
+		return m
+	}
+	for _, tc := range breaks {
+		for hop, closeVia := range via {
+			t.Run(tc.name+"/via "+hop, func(t *testing.T) {
+				t.Parallel()
+				tp := newTopology()
+				ctx := context.Background()
+				req := &networkservice.NetworkServiceRequest{Connection: &networkservice.Connection{Id: "client-id", Labels: map[string]string{"member": "member-1"}}}
+				conn, err := tp.client.Request(ctx, req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				segs := conn.GetPath().GetPathSegments()
+				fwdID, memberID := segs[1].GetId(), segs[2].GetId()
+
+				broken := conn.Clone()
+				tc.breakPath(broken)
+				if err := closeVia(tp, broken.Clone()); err != nil {
+					t.Fatalf("Close with a broken path: %v", err)
+				}
+				want := []string{"forwarder:" + fwdID + "@1", "member-1:" + memberID + "@2"}
+				if fmt.Sprint(tp.seen.closes) != fmt.Sprint(want) {
+					t.Fatalf("closes %v, want %v", tp.seen.closes, want)
+				}
+				for name, c := range counters(tp, hop) {
+					if n := c.Connections(); n != 0 {
+						t.Fatalf("%s holds %d connections", name, n)
+					}
+				}
+
+				// Now the hop does not know the connection: the same Close is
+				// refused and leaves nothing.
+				tp.seen.closes = nil
+				if err := closeVia(tp, broken.Clone()); status.Code(err) != codes.InvalidArgument {
+					t.Fatalf("Close of an unknown connection with a broken path: %v, want InvalidArgument", err)
+				}
+				if len(tp.seen.closes) != 0 {
+					t.Fatalf("an unknown connection's Close went on: %v", tp.seen.closes)
+				}
+				for name, c := range counters(tp, hop) {
+					if n := c.Connections(); n != 0 {
+						t.Fatalf("%s holds %d connections after the refused Close", name, n)
+					}
+				}
+			})
+		}
 	}
 }
