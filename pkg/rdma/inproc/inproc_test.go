@@ -32,10 +32,20 @@ func TestConformance(t *testing.T) {
 				return nil, nil, err
 			}
 			c.ctx = ctx
+			// Close returns once the listener is done with the connection
+			// (its side of the pipe closes last): until then a handshake
+			// that succeeded still holds the connection ID's reservation,
+			// and the next dialer of that ID, a goroutine here rather than a
+			// process, would be refused as a second channel.
 			return c, closerFunc(func() error {
 				c.link.giveUp()
 				c.close()
-				return nil
+				select {
+				case <-c.peerClosed:
+					return nil
+				case <-ctx.Done():
+					return ctx.Err()
+				}
 			}), nil
 		},
 	})
