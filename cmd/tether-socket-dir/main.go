@@ -1,10 +1,11 @@
 // Command tether-socket-dir prepares the node directory that the tether
 // forwarder and the group members on a node share through a hostPath volume
-// (/var/lib/tether): it makes the directory, and the subdirectories it is
-// told to create, owned by the forwarder's user and the tether group, with
-// mode 3770 (owner and group rwx; setgid, so that the forwarder's socket and
-// every file created below belong to the tether group; sticky, so that a
-// member cannot remove the forwarder's socket or another member's files).
+// (/var/lib/tether): it makes the directory (creating it when missing; its
+// parent must exist), and the subdirectories it is told to create, owned by
+// the forwarder's user and the tether group, with mode 3770 (owner and group
+// rwx; setgid, so that the forwarder's socket and every file created below
+// belong to the tether group; sticky, so that a member cannot remove the
+// forwarder's socket or another member's files).
 //
 // The kubelet creates a hostPath directory as root with mode 0755, where a
 // forwarder running as a non-root user cannot create its socket; changing
@@ -12,8 +13,8 @@
 // forwarder DaemonSet, the one container of the deployment that runs as root,
 // with only the CHOWN and FOWNER capabilities and a read-only root file
 // system. It never follows a symbolic link out of the directory, refuses a
-// subdirectory that is a link, and does nothing when everything is already as
-// it should be.
+// subdirectory that is a link, does not create a directory where a link
+// points, and does nothing when everything is already as it should be.
 //
 //	tether-socket-dir -dir=/var/lib/tether -uid=65532 -gid=65532 -mode=3770 -subdirs=shm
 package main
@@ -31,13 +32,25 @@ import (
 )
 
 func main() {
-	if err := run(os.Args[1:], os.Stdout); err != nil {
-		fmt.Fprintf(os.Stderr, "tether-socket-dir: %v\n", err)
-		os.Exit(1)
+	os.Exit(command(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// command runs the command line and returns the exit status: 0 when the
+// directory is ready or help was asked for (-h, -help), 1 with one line on
+// stderr otherwise.
+func command(args []string, stdout, stderr io.Writer) int {
+	err := run(args, stdout)
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	default:
+		fmt.Fprintf(stderr, "tether-socket-dir: %v\n", err)
+		return 1
 	}
 }
 
-// run parses the command line and prepares the directory.
+// run parses the command line and prepares the directory. It returns
+// flag.ErrHelp, having printed the usage, when args ask for help.
 func run(args []string, out io.Writer) error {
 	flags := flag.NewFlagSet("tether-socket-dir", flag.ContinueOnError)
 	flags.SetOutput(out)
@@ -99,13 +112,28 @@ func parseMode(s string) (fs.FileMode, error) {
 // prepare sets the owner and mode of dir and of each subdirectory (created
 // when missing), and returns a line for every change it made.
 func prepare(dir string, subdirs []string, uid, gid int, mode fs.FileMode) ([]string, error) {
+	var changed []string
+	top, err := os.Lstat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		// Created private; fixDir below gives it its owner and mode, as
+		// for a subdirectory.
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			return nil, err // "mkdir <dir>: ..." names the directory
+		}
+		changed = append(changed, dir+": created")
+	case err != nil:
+		return nil, err
+	}
 	root, err := os.OpenRoot(dir)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", dir, err)
+		if top != nil && top.Mode()&fs.ModeSymlink != 0 && errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%s: is a symbolic link to a missing directory; refusing to create it", dir)
+		}
+		return nil, err // "open <dir>: ..." names the directory
 	}
 	defer root.Close()
 
-	var changed []string
 	for _, name := range append([]string{"."}, subdirs...) {
 		shown := dir
 		if name != "." {

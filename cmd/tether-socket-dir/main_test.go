@@ -108,13 +108,105 @@ func TestRunRefusesBadArguments(t *testing.T) {
 		{[]string{"-dir=" + dir, "-uid=-1"}, "negative"},
 		{[]string{"-dir=" + dir, "-subdirs=a/b"}, "single name"},
 		{[]string{"-dir=" + dir, "-subdirs=.."}, "single name"},
-		{[]string{"-dir=" + filepath.Join(dir, "missing")}, "open"},
+		{[]string{"-dir=" + filepath.Join(dir, "missing", "tether")}, "no such file or directory"},
 		{[]string{"-dir=" + dir, "extra"}, "unexpected argument"},
 	} {
 		var out bytes.Buffer
 		err := run(tc.args, &out)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("run(%q): err = %v, want one containing %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+func TestPrepareCreatesMissingDir(t *testing.T) {
+	t.Parallel()
+	uid, gid := os.Getuid(), os.Getgid()
+	for _, tc := range []struct {
+		name    string
+		dir     func(parent string) (string, error) // the -dir to prepare, set up below parent
+		want    string                              // in the output when created, in the error otherwise
+		created bool
+	}{
+		{"missing directory is created", func(parent string) (string, error) {
+			return filepath.Join(parent, "tether"), nil
+		}, ": created", true},
+		{"missing parent is an error naming the path once", func(parent string) (string, error) {
+			return filepath.Join(parent, "missing", "tether"), nil
+		}, "no such file or directory", false},
+		{"link to a missing directory is refused", func(parent string) (string, error) {
+			dir := filepath.Join(parent, "tether")
+			return dir, os.Symlink(filepath.Join(parent, "elsewhere"), dir)
+		}, "symbolic link", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			parent := t.TempDir()
+			dir, err := tc.dir(parent)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out bytes.Buffer
+			err = run([]string{"-dir=" + dir, "-uid=" + strconv.Itoa(uid), "-gid=" + strconv.Itoa(gid), "-mode=3770", "-subdirs=shm"}, &out)
+			if !tc.created {
+				if err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("run: err = %v, want one containing %q", err, tc.want)
+				}
+				if n := strings.Count(err.Error(), dir); n != 1 {
+					t.Errorf("run: err = %v, names %s %d times, want once", err, dir, n)
+				}
+				entries, err := os.ReadDir(parent)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, e := range entries {
+					if e.IsDir() {
+						t.Errorf("a failed run created %s", filepath.Join(parent, e.Name()))
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("run: %v\n%s", err, out.String())
+			}
+			if !strings.Contains(out.String(), dir+tc.want) {
+				t.Errorf("output does not say %q:\n%s", dir+tc.want, out.String())
+			}
+			for _, p := range []string{dir, filepath.Join(dir, "shm")} {
+				if got := modeOf(t, p); got != want3770 {
+					t.Errorf("%s: mode %v, want %v", p, got, want3770)
+				}
+			}
+		})
+	}
+}
+
+func TestCommandExitStatus(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	own := []string{"-dir=" + dir, "-uid=" + strconv.Itoa(os.Getuid()), "-gid=" + strconv.Itoa(os.Getgid())}
+	for _, tc := range []struct {
+		args       []string
+		status     int
+		stdout     string // in standard output
+		stderrLine string // the one line on standard error; "" for none
+	}{
+		{[]string{"-h"}, 0, "Usage of tether-socket-dir", ""},
+		{[]string{"-help"}, 0, "Usage of tether-socket-dir", ""},
+		{[]string{"--help"}, 0, "-subdirs string", ""},
+		{own, 0, " ready: owner ", ""},
+		{[]string{"-dir=" + dir, "-mode=rwx"}, 1, "", "tether-socket-dir: -mode \"rwx\": want an octal mode such as 3770\n"},
+	} {
+		var stdout, stderr bytes.Buffer
+		status := command(tc.args, &stdout, &stderr)
+		if status != tc.status {
+			t.Errorf("command(%q) = %d, want %d (stderr %q)", tc.args, status, tc.status, stderr.String())
+		}
+		if !strings.Contains(stdout.String(), tc.stdout) {
+			t.Errorf("command(%q): stdout does not contain %q:\n%s", tc.args, tc.stdout, stdout.String())
+		}
+		if stderr.String() != tc.stderrLine {
+			t.Errorf("command(%q): stderr = %q, want %q", tc.args, stderr.String(), tc.stderrLine)
 		}
 	}
 }
