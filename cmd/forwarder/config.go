@@ -27,8 +27,7 @@ type Config struct {
 	SocketMode      Mode      `split_words:"true" flag:"socket-mode" default:"0600" desc:"the unix socket's permission bits, octal"`
 	ViewProvider    Provider  `split_words:"true" flag:"view-provider" default:"embedded" desc:"where views come from: embedded (members join through this forwarder) or etcd"`
 	EtcdEndpoints   Endpoints `split_words:"true" flag:"etcd-endpoints" desc:"etcd client URLs, comma-separated (view provider etcd)"`
-	EtcdLeaseTTL    Duration  `split_words:"true" flag:"etcd-lease-ttl" default:"2s" desc:"lease TTL of members joined through this forwarder's etcd provider"`
-	DialTimeout     Duration  `split_words:"true" flag:"dial-timeout" default:"1s" desc:"bound on reaching a member, and on the start-up check of etcd"`
+	DialTimeout     Duration  `split_words:"true" flag:"dial-timeout" default:"1s" desc:"bound on reaching a member, on the start-up check of etcd and on each /readyz check"`
 	SelectionPolicy Policy    `split_words:"true" flag:"selection-policy" default:"rendezvous" desc:"how a member is chosen: primary, rendezvous or least-connections"`
 	LogLevel        Level     `split_words:"true" flag:"log-level" default:"info" desc:"log level; SIGUSR1 raises it to debug, SIGUSR2 restores it"`
 	LogFormat       Format    `split_words:"true" flag:"log-format" default:"text" desc:"log format: text or json"`

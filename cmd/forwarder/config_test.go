@@ -16,7 +16,6 @@ var documented = map[string]string{
 	"TETHER_SOCKET_MODE":      "--socket-mode",
 	"TETHER_VIEW_PROVIDER":    "--view-provider",
 	"TETHER_ETCD_ENDPOINTS":   "--etcd-endpoints",
-	"TETHER_ETCD_LEASE_TTL":   "--etcd-lease-ttl",
 	"TETHER_DIAL_TIMEOUT":     "--dial-timeout",
 	"TETHER_SELECTION_POLICY": "--selection-policy",
 	"TETHER_LOG_LEVEL":        "--log-level",

@@ -51,7 +51,7 @@ func TestBadConfiguration(t *testing.T) {
 		want  string // the line after "tether-forwarder: "
 	}{
 		{"bad duration", env("TETHER_DIAL_TIMEOUT=soon"), nil, `TETHER_DIAL_TIMEOUT: soon: want a positive duration`},
-		{"negative duration", env("TETHER_ETCD_LEASE_TTL=-2s"), nil, `TETHER_ETCD_LEASE_TTL: -2s: want a positive duration`},
+		{"negative duration", env("TETHER_DIAL_TIMEOUT=-2s"), nil, `TETHER_DIAL_TIMEOUT: -2s: want a positive duration`},
 		{"unknown policy", env("TETHER_SELECTION_POLICY=random"), nil, `TETHER_SELECTION_POLICY: random: want primary, rendezvous or least-connections`},
 		{"bad URL scheme", env("TETHER_LISTEN_URL=http://localhost:80"), nil, `TETHER_LISTEN_URL: http://localhost:80: want unix:///absolute/path or tcp://host:port`},
 		{"relative socket", env("TETHER_LISTEN_URL=unix://forwarder.sock"), nil, `TETHER_LISTEN_URL: unix://forwarder.sock: want unix:///absolute/path`},

@@ -47,7 +47,7 @@ func openViews(ctx context.Context, cfg Config, log *logrus.Entry) (*views, erro
 		_ = cli.Close()
 		return nil, &settingError{Key: "TETHER_ETCD_ENDPOINTS", Value: cfg.EtcdEndpoints.String(), Err: err}
 	}
-	v.etcd = etcd.New(cli, etcd.WithTTL(time.Duration(cfg.EtcdLeaseTTL)), etcd.WithLogger(log))
+	v.etcd = etcd.New(cli, etcd.WithLogger(log))
 	v.provider = v.etcd
 	return v, nil
 }

@@ -1,10 +1,28 @@
 // Command tether-echo-member is an example group member: it joins a group
 // and answers every call with the call's payload. Its settings come from
-// flags or from the TETHER_ environment variables named in -help.
+// flags or from the TETHER_ environment variables named in -help. With
+// -view-provider etcd it registers in etcd directly (-etcd-endpoints) under a
+// lease of -etcd-lease-ttl (TETHER_ETCD_LEASE_TTL, 2s) instead of joining
+// through the forwarder.
 //
-//	tether-echo-member -group echo -id echo-1 \
-//	    -forwarder-url unix:///var/lib/tether/forwarder.sock \
-//	    -listen-url unix:///var/lib/tether/echo-1.sock
+// To try it on one machine, from the repository root: build the forwarder,
+// the member and the client (examples/echo-client), start the forwarder on a
+// socket under /tmp and the member beside it, and call the member:
+//
+//	go build -o tether-forwarder ./cmd/forwarder
+//	go build -o tether-echo-member ./examples/echo-member
+//	go build -o tether-echo-client ./examples/echo-client
+//	TETHER_LISTEN_URL=unix:///tmp/tether.sock TETHER_METRICS_ADDR=127.0.0.1:9090 ./tether-forwarder &
+//	./tether-echo-member -group echo -id echo-1 \
+//	    -forwarder-url unix:///tmp/tether.sock \
+//	    -listen-url unix:///tmp/echo-1.sock &
+//	./tether-echo-client -forwarder-url unix:///tmp/tether.sock -group echo -n 5
+//
+// (start each once the one before has printed "ready"; stop them with kill
+// %1 %2, which removes their sockets). The Kubernetes manifests in
+// deployments/ use the node directory instead: the forwarder on
+// unix:///var/lib/tether/forwarder.sock and shm channels in
+// /var/lib/tether/shm.
 //
 // With -trace it prints one line per message on standard output
 // ("call <conn> <retry> <payload>"), which tests use to check that every
@@ -55,6 +73,7 @@ func main() {
 	provider := setting("view-provider", "TETHER_VIEW_PROVIDER", "embedded", "embedded (join through the forwarder) or etcd")
 	forwarder := setting("forwarder-url", "TETHER_FORWARDER_URL", "unix:///var/lib/tether/forwarder.sock", "forwarder's membership service")
 	etcdEndpoints := setting("etcd-endpoints", "TETHER_ETCD_ENDPOINTS", "", "etcd endpoints, comma-separated")
+	etcdLeaseTTL := setting("etcd-lease-ttl", "TETHER_ETCD_LEASE_TTL", "2s", "lease TTL of the registration in etcd, rounded up to whole seconds (-view-provider etcd): a member that dies leaves the view when it expires")
 	listen := setting("listen-url", "TETHER_LISTEN_URL", "", "the member's endpoint: unix:///path or tcp://host:port (required)")
 	advertise := setting("advertise-url", "TETHER_ADVERTISE_URL", "", "the URL of the endpoint published in the views, when not the listen URL")
 	channels := setting("channel-providers", "TETHER_CHANNEL_PROVIDERS", "shm,tcp", "channel providers, in order of preference")
@@ -72,7 +91,7 @@ func main() {
 		log.SetLevel(lvl)
 	}
 	if err := run(log, config{
-		group: *group, id: *id, provider: *provider, forwarder: *forwarder, etcd: *etcdEndpoints,
+		group: *group, id: *id, provider: *provider, forwarder: *forwarder, etcd: *etcdEndpoints, etcdLeaseTTL: *etcdLeaseTTL,
 		metrics: *metricsAddr, listen: *listen, advertise: *advertise, channels: *channels, tcpAddr: *tcpAddr, tcpAdvertise: *tcpAdvertise, shmDir: *shmDir, trace: *trace,
 	}); err != nil {
 		fmt.Fprintln(os.Stderr, "tether-echo-member:", err)
@@ -81,8 +100,8 @@ func main() {
 }
 
 type config struct {
-	group, id, provider, forwarder, etcd, metrics, listen, advertise, channels, tcpAddr, tcpAdvertise, shmDir string
-	trace                                                                                                     bool
+	group, id, provider, forwarder, etcd, etcdLeaseTTL, metrics, listen, advertise, channels, tcpAddr, tcpAdvertise, shmDir string
+	trace                                                                                                                   bool
 }
 
 func run(log *logrus.Logger, cfg config) error {
@@ -145,6 +164,10 @@ func run(log *logrus.Logger, cfg config) error {
 }
 
 func openViews(cfg config) (view.Provider, func(), error) {
+	ttl, err := leaseTTL(cfg.etcdLeaseTTL) // checked with either provider: a bad value is a mistake
+	if err != nil {
+		return nil, nil, err
+	}
 	switch cfg.provider {
 	case "embedded":
 		c, err := membership.Dial(cfg.forwarder)
@@ -160,9 +183,18 @@ func openViews(cfg config) (view.Provider, func(), error) {
 		if err != nil {
 			return nil, nil, fmt.Errorf("-etcd-endpoints: %w", err)
 		}
-		return etcd.New(cli), func() { _ = cli.Close() }, nil
+		return etcd.New(cli, etcd.WithTTL(ttl)), func() { _ = cli.Close() }, nil
 	}
 	return nil, nil, fmt.Errorf("-view-provider: %q is neither embedded nor etcd", cfg.provider)
+}
+
+// leaseTTL reads -etcd-lease-ttl: a positive duration such as 2s.
+func leaseTTL(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("-etcd-lease-ttl (TETHER_ETCD_LEASE_TTL): %q: want a positive duration such as 2s", s)
+	}
+	return d, nil
 }
 
 // serveMetrics serves the channel metrics on addr ("" serves nothing).
