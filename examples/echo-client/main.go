@@ -2,7 +2,16 @@
 // forwarder and calls its member, printing each answer and the member that
 // gave it.
 //
-//	tether-echo-client -forwarder-url unix:///var/lib/tether/forwarder.sock -group echo -n 5
+// On one machine, from the repository root, with a forwarder on
+// unix:///tmp/tether.sock and a member of group echo joined through it (as
+// the doc of examples/echo-member starts them):
+//
+//	go build -o tether-echo-client ./examples/echo-client
+//	./tether-echo-client -forwarder-url unix:///tmp/tether.sock -group echo -n 5
+//
+// It prints "hello 0 from echo-1 in 57µs" and so on. The default
+// -forwarder-url, unix:///var/lib/tether/forwarder.sock, is where the
+// Kubernetes manifests in deployments/ put the node's forwarder.
 //
 // With -hold it keeps the connection open after its calls until it is
 // signalled; tests kill it there to see that nothing outlives a vanished
