@@ -81,40 +81,38 @@ func leave(resp *networkservice.Connection, sent *networkservice.Path, caller ui
 	resp.Id = resp.Path.PathSegments[caller].GetId()
 }
 
-// lastKey holds, per connection, the connection as this hop's last
-// successful Request left it, on this hop's segment.
-var lastKey = chain.NewKey[*networkservice.Connection]("updatepath")
+// lastKey holds, per connection, the path as this hop's last successful
+// Request left it, on this hop's segment.
+var lastKey = chain.NewKey[*networkservice.Path]("updatepath")
 
-// remember stores resp, which came back from the next hop for a request
-// sent on this hop's segment own (sent is that request's path), for
-// closing. It runs before leave.
+// remember stores the path of resp, which came back from the next hop for
+// a request sent on this hop's segment own (sent is that request's path),
+// for closing. It runs before leave.
 func remember(ctx context.Context, resp *networkservice.Connection, sent *networkservice.Path, own uint32) {
-	if resp == nil {
-		return
+	p := resp.GetPath()
+	if int(own) >= len(p.GetPathSegments()) {
+		p = sent
 	}
-	last := resp.Clone()
-	if int(own) >= len(last.GetPath().GetPathSegments()) {
-		last.Path = sent.Clone()
-	}
-	last.Path.Index = own
-	last.Id = last.Path.PathSegments[own].GetId()
+	last := p.Clone()
+	last.Index = own
 	lastKey.Store(ctx, last)
 }
 
-// closing moves conn, being closed, onto this hop's segment and returns it.
-// When conn's path does not lead there (a peer sent a broken one), it
-// returns the connection as the last Request left it instead: every
-// element after this one must see the Close to release what it holds
-// (NSM's begin, which comes after its updatepath, keeps the connection
-// for its expiry to close; here the Close itself does it). Without such
-// a Request there is nothing to release, and the path's error is returned.
-func closing(ctx context.Context, conn *networkservice.Connection, name string) (*networkservice.Connection, error) {
-	_, err := enter(conn, name, nil)
-	if err == nil {
-		return conn, nil
+// closing puts conn, being closed, on this hop's segment of the path its
+// last successful Request left: a Close goes where that Request went,
+// whatever path it carries, so that every element after this one sees it
+// and releases what it holds, even when a peer sent a broken path or none
+// (NSM's begin, which comes after its updatepath, keeps such a connection
+// for its expiry to close; here the Close itself does it). A hop that has
+// no such Request holds nothing for the connection: conn only moves onto
+// its segment as on a Request, or the path's error is returned.
+func closing(ctx context.Context, conn *networkservice.Connection, name string) error {
+	last, ok := lastKey.Load(ctx)
+	if !ok {
+		_, err := enter(conn, name, nil)
+		return err
 	}
-	if last, ok := lastKey.Load(ctx); ok {
-		return last.Clone(), nil
-	}
-	return nil, err
+	conn.Path = last // the connection's last event: nobody needs it after
+	conn.Id = last.GetPathSegments()[last.GetIndex()].GetId()
+	return nil
 }

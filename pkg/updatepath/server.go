@@ -38,8 +38,7 @@ func (s *server) Request(ctx context.Context, req *networkservice.NetworkService
 }
 
 func (s *server) Close(ctx context.Context, conn *networkservice.Connection, next *chain.NextServer) (*emptypb.Empty, error) {
-	conn, err := closing(ctx, conn, s.name)
-	if err != nil {
+	if err := closing(ctx, conn, s.name); err != nil {
 		return nil, err
 	}
 	return next.Close(ctx, conn)
@@ -75,8 +74,7 @@ func (c *client) Request(ctx context.Context, req *networkservice.NetworkService
 }
 
 func (c *client) Close(ctx context.Context, conn *networkservice.Connection, next *chain.NextClient, opts ...grpc.CallOption) (*emptypb.Empty, error) {
-	conn, err := closing(ctx, conn, c.name)
-	if err != nil {
+	if err := closing(ctx, conn, c.name); err != nil {
 		return nil, err
 	}
 	return next.Close(ctx, conn, opts...)

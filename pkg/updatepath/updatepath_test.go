@@ -190,20 +190,22 @@ func TestNextHopWithoutPath(t *testing.T) {
 }
 
 // TestCloseWithABrokenPath checks that a Close whose path does not lead to
-// the hop's segment still reaches every hop after it, with the IDs of the
-// last Request, so that nothing is left behind; and that such a Close of a
-// connection the hop never had is refused without leaving state. The
-// broken Close goes to the client chain or, as a peer might send it, to the
-// forwarder.
+// the hop's segment, or that has none, still reaches every hop after it,
+// with the IDs of the last Request, so that nothing is left behind; and
+// that such a Close of a connection the hop never had leaves no state (a
+// broken path is refused; none at all goes on as a first hop's). The Close
+// goes to the client chain or, as a peer might send it, to the forwarder.
 func TestCloseWithABrokenPath(t *testing.T) {
 	t.Parallel()
 	breaks := []struct {
 		name      string
 		breakPath func(c *networkservice.Connection)
+		refused   bool // when the hop does not know the connection
 	}{
-		{"index out of range", func(c *networkservice.Connection) { c.Path.Index = 7 }},
-		{"ID is not the segment's", func(c *networkservice.Connection) { c.Path.PathSegments[0].Id = "someone-else" }},
-		{"path cut short", func(c *networkservice.Connection) { c.Path.PathSegments, c.Path.Index = c.Path.PathSegments[:1], 3 }},
+		{"index out of range", func(c *networkservice.Connection) { c.Path.Index = 7 }, true},
+		{"ID is not the segment's", func(c *networkservice.Connection) { c.Path.PathSegments[0].Id = "someone-else" }, true},
+		{"path cut short", func(c *networkservice.Connection) { c.Path.PathSegments, c.Path.Index = c.Path.PathSegments[:1], 3 }, true},
+		{"no path", func(c *networkservice.Connection) { c.Path = nil }, false},
 	}
 	type closer func(tp *topology, conn *networkservice.Connection) error
 	via := map[string]closer{
@@ -256,14 +258,17 @@ func TestCloseWithABrokenPath(t *testing.T) {
 					}
 				}
 
-				// Now the hop does not know the connection: the same Close is
-				// refused and leaves nothing.
+				// Now the hop does not know the connection: the same Close
+				// leaves nothing, refused when its path is broken.
 				tp.seen.closes = nil
-				if err := closeVia(tp, broken.Clone()); status.Code(err) != codes.InvalidArgument {
+				err = closeVia(tp, broken.Clone())
+				switch {
+				case tc.refused && status.Code(err) != codes.InvalidArgument:
 					t.Fatalf("Close of an unknown connection with a broken path: %v, want InvalidArgument", err)
-				}
-				if len(tp.seen.closes) != 0 {
-					t.Fatalf("an unknown connection's Close went on: %v", tp.seen.closes)
+				case tc.refused && len(tp.seen.closes) != 0:
+					t.Fatalf("an unknown connection's refused Close went on: %v", tp.seen.closes)
+				case !tc.refused && err != nil:
+					t.Fatalf("Close of an unknown connection without a path: %v", err)
 				}
 				for name, c := range counters(tp, hop) {
 					if n := c.Connections(); n != 0 {
