@@ -19,7 +19,8 @@ import (
 // does, with the generated gRPC stub and nothing of tether's client: its
 // own path segment carries no expiry (NSM's client leaves that to the
 // first server), it refreshes by sending back the connection it got, and
-// it closes with that connection, here once with a path an element broke.
+// it closes with that connection, here also with a path an element broke
+// and with none.
 // It checks that the path comes back as NSM's refresh needs it, that the
 // channel the mechanism names works, and that nothing is left behind.
 func TestAnNSMClient(t *testing.T) {
@@ -38,6 +39,7 @@ func TestAnNSMClient(t *testing.T) {
 	}{
 		{"close with its path", nil},
 		{"close with a broken path", func(p *networkservice.Path) { p.Index = 7 }},
+		{"close without a path", func(p *networkservice.Path) { p.PathSegments, p.Index = nil, 0 }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			id := "nsc-" + tc.name
