@@ -78,7 +78,7 @@ func Dial(forwarderURL string, opts ...Option) (*Client, error) {
 		heal.NewClient(heal.WithMonitor(networkservice.NewMonitorConnectionClient(cc)), heal.WithBackoff(o.backoff), heal.WithObserver(c.observe), heal.WithLogger(o.log)),
 		refresh.NewClient(),
 		updatepath.NewClient(o.name, pathOpts...),
-		rdma.NewClient(rdma.WithProviders(o.providers...), rdma.WithBind(c.bind)),
+		rdma.NewClient(rdma.WithProviders(o.providers...), rdma.WithBind(c.bind), rdma.WithClientLogger(o.log)),
 		chain.ClientTail(networkservice.NewNetworkServiceClient(cc)),
 	)
 	return c, nil

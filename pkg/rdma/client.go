@@ -3,9 +3,12 @@ package rdma
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
+	"github.com/sirupsen/logrus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -34,6 +37,7 @@ type clientOptions struct {
 	providers   []Provider
 	dialTimeout time.Duration
 	bind        BindFunc
+	log         *logrus.Entry
 }
 
 // WithProviders sets the providers the client can use, in the order it
@@ -50,6 +54,11 @@ func WithDialTimeout(d time.Duration) ClientOption {
 // WithBind sets the function told of every new channel.
 func WithBind(f BindFunc) ClientOption {
 	return func(o *clientOptions) { o.bind = f }
+}
+
+// WithClientLogger sets the logger.
+func WithClientLogger(log *logrus.Entry) ClientOption {
+	return func(o *clientOptions) { o.log = log }
 }
 
 // bound is a connection's channel at the client element.
@@ -70,9 +79,11 @@ type client struct {
 // answer describes, keeps it across refreshes that answer the same binding,
 // and when an answer names another binding (another member), opens the new
 // channel and sends the old channel's unacknowledged messages again on it,
-// marked FlagRetry. Close closes the channel.
+// marked FlagRetry. When it cannot open the channel (a shm peer running as
+// another user, say), it requests again without that provider, as long as
+// the request offers others. Close closes the channel.
 func NewClient(opts ...ClientOption) chain.ClientElement {
-	c := &client{opts: clientOptions{dialTimeout: DefaultDialTimeout}, providers: map[string]Provider{}}
+	c := &client{opts: clientOptions{dialTimeout: DefaultDialTimeout, log: logrus.NewEntry(logrus.StandardLogger())}, providers: map[string]Provider{}}
 	for _, o := range opts {
 		o(&c.opts)
 	}
@@ -96,29 +107,67 @@ func (c *client) Request(ctx context.Context, req *networkservice.NetworkService
 			req.MechanismPreferences = append(req.MechanismPreferences, Preference(p.Name()))
 		}
 	}
-	resp, err := next.Request(ctx, req, opts...)
-	if err != nil {
-		return nil, err
-	}
 	old, _ := boundKey.Load(ctx)
-	b, err := ParseBinding(resp.GetMechanism())
-	if err == nil {
-		if _, ok := c.providers[b.Provider]; !ok {
-			err = fmt.Errorf("%w: provider %q was not offered", ErrInvalidArgument, b.Provider)
+	var (
+		tried  []string // the providers that could not be opened
+		failed []string // and why, for the error
+	)
+	for {
+		resp, err := next.Request(ctx, req, opts...)
+		if err != nil {
+			return nil, err
+		}
+		b, err := ParseBinding(resp.GetMechanism())
+		if err == nil {
+			if _, ok := c.providers[b.Provider]; !ok {
+				err = fmt.Errorf("%w: provider %q was not offered", ErrInvalidArgument, b.Provider)
+			}
+		}
+		if err != nil {
+			c.abandon(ctx, old, resp, next, opts)
+			return nil, status.Errorf(codes.FailedPrecondition, "rdma: the endpoint answered with an unusable mechanism: %v", err)
+		}
+		if old != nil && old.b == b && old.ch.Err() == nil {
+			return resp, nil // the same binding, still working
+		}
+		ch, replayed, err := c.open(ctx, b, old)
+		if err != nil {
+			failed = append(failed, fmt.Sprintf("open the %s channel to %s: %v", b.Provider, b.Address, err))
+			// The endpoint binds anew when a refresh no longer offers
+			// its provider: try the next one the request offers (unless
+			// the endpoint answered one it was told to leave).
+			rest := withoutProvider(req.GetMechanismPreferences(), b.Provider)
+			if len(rest) > 0 && !slices.Contains(tried, b.Provider) && ctx.Err() == nil {
+				tried = append(tried, b.Provider)
+				c.opts.log.WithFields(logrus.Fields{"conn_id": resp.GetId(), "provider": b.Provider}).WithError(err).
+					Info("rdma: could not open the channel; offering the other providers")
+				req.MechanismPreferences = rest
+				continue
+			}
+			c.abandon(ctx, old, resp, next, opts)
+			return nil, status.Errorf(codes.Unavailable, "rdma: %s", strings.Join(failed, "; "))
+		}
+		c.keep(ctx, resp, b, ch, old, replayed)
+		return resp, nil
+	}
+}
+
+// withoutProvider returns the RDMA preferences of prefs other than those of
+// provider, keeping the others' order; the preferences of other mechanism
+// types are dropped, since this element serves only RDMA.
+func withoutProvider(prefs []*networkservice.Mechanism, provider string) []*networkservice.Mechanism {
+	var rest []*networkservice.Mechanism
+	for _, m := range prefs {
+		if m.GetType() == MechanismType && m.GetParameters()[ParamProvider] != provider {
+			rest = append(rest, m)
 		}
 	}
-	if err != nil {
-		c.abandon(ctx, old, resp, next, opts)
-		return nil, status.Errorf(codes.FailedPrecondition, "rdma: the endpoint answered with an unusable mechanism: %v", err)
-	}
-	if old != nil && old.b == b && old.ch.Err() == nil {
-		return resp, nil // the same binding, still working
-	}
-	ch, replayed, err := c.open(ctx, b, old)
-	if err != nil {
-		c.abandon(ctx, old, resp, next, opts)
-		return nil, status.Errorf(codes.Unavailable, "rdma: open the %s channel to %s: %v", b.Provider, b.Address, err)
-	}
+	return rest
+}
+
+// keep records ch, opened for binding b in place of old, and tells the
+// bind function.
+func (c *client) keep(ctx context.Context, resp *networkservice.Connection, b Binding, ch Channel, old *bound, replayed []Message) {
 	boundKey.Store(ctx, &bound{b: b, ch: ch})
 	var oldCh Channel
 	if old != nil {
@@ -127,7 +176,6 @@ func (c *client) Request(ctx context.Context, req *networkservice.NetworkService
 	if c.opts.bind != nil {
 		c.opts.bind(resp.GetId(), ch, oldCh, replayed)
 	}
-	return resp, nil
 }
 
 // open dials the binding's channel and sends the old channel's

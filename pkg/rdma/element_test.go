@@ -2,6 +2,7 @@ package rdma_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -19,6 +20,7 @@ import (
 	"github.com/tether-mesh/tether/pkg/chain"
 	"github.com/tether-mesh/tether/pkg/rdma"
 	"github.com/tether-mesh/tether/pkg/rdma/inproc"
+	"github.com/tether-mesh/tether/pkg/rdma/tcp"
 )
 
 func TestMain(m *testing.M) {
@@ -348,5 +350,141 @@ func TestClientRefusesAnUnusableAnswer(t *testing.T) {
 	waitClose(t, cl, "c1") // the endpoint's half-open connection is closed
 	if n := c.(chain.ConnectionCounter).Connections(); n != 0 {
 		t.Fatalf("%d connections left", n)
+	}
+}
+
+// twoProviderChain is a member's endpoint chain that listens with tcp (on
+// loopback) and inproc, offering tcp first.
+func twoProviderChain(t *testing.T) (srv networkservice.NetworkServiceServer, tcpL, inprocL rdma.Listener, cl closes) {
+	t.Helper()
+	var err error
+	if tcpL, err = tcp.New().Listen(context.Background(), "127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tcpL.Close() })
+	if inprocL, err = inproc.New().Listen(context.Background(), ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = inprocL.Close() })
+	cl = make(closes, 16)
+	srv = chain.NewServer(rdma.NewServer(rdma.WithListener("tcp", tcpL), rdma.WithListener("inproc", inprocL)), chain.Tail(cl))
+	return srv, tcpL, inprocL, cl
+}
+
+func TestTerminalBindsAnewWhenTheProviderIsNoLongerOffered(t *testing.T) {
+	tests := []struct {
+		name    string
+		refresh []*networkservice.Mechanism
+		want    string // the provider after the refresh
+	}{
+		{"still offered", []*networkservice.Mechanism{rdma.Preference("inproc"), rdma.Preference("tcp")}, "tcp"},
+		{"no longer offered", []*networkservice.Mechanism{rdma.Preference("inproc")}, "inproc"},
+		{"no preferences", nil, "tcp"},
+		{"only another mechanism type", []*networkservice.Mechanism{{Type: "KERNEL", Cls: cls.LOCAL}}, "tcp"},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv, tcpL, _, cl := twoProviderChain(t)
+			ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+			defer cancel()
+			id := fmt.Sprint("c", i)
+			conn, err := srv.Request(ctx, requestFor(id, rdma.Preference("tcp"), rdma.Preference("inproc")))
+			if err != nil {
+				t.Fatal(err)
+			}
+			first, err := rdma.ParseBinding(conn.GetMechanism())
+			if err != nil || first.Provider != "tcp" {
+				t.Fatalf("first binding %+v %v", first, err)
+			}
+			conn, err = srv.Request(ctx, &networkservice.NetworkServiceRequest{Connection: conn, MechanismPreferences: tt.refresh})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := rdma.ParseBinding(conn.GetMechanism())
+			if err != nil || got.Provider != tt.want {
+				t.Fatalf("after the refresh: %+v %v, want provider %s", got, err, tt.want)
+			}
+			// A binding given up is released: its channel cannot be opened.
+			ch, err := tcp.New().Dial(ctx, tcpL.Addr(), first.ConnID, first.Secret)
+			switch {
+			case tt.want == "tcp" && err != nil:
+				t.Fatalf("the kept binding cannot be opened: %v", err)
+			case tt.want != "tcp" && err == nil:
+				t.Fatal("the binding given up can still be opened")
+			case tt.want != "tcp" && !errors.Is(err, rdma.ErrUnknownConnection):
+				t.Fatalf("the binding given up: %v, want ErrUnknownConnection", err)
+			}
+			if ch != nil {
+				_ = ch.Close()
+			}
+			if _, err := srv.Close(ctx, conn); err != nil {
+				t.Fatal(err)
+			}
+			waitClose(t, cl, id)
+		})
+	}
+}
+
+// failingProvider is a provider whose channels cannot be opened, as shm's
+// cannot by a client running as another user than the member.
+type failingProvider struct {
+	rdma.Provider
+}
+
+func (failingProvider) Dial(context.Context, string, string, rdma.Secret) (rdma.Channel, error) {
+	return nil, fmt.Errorf("connect: permission denied: %w", rdma.ErrUnreachable)
+}
+
+func TestClientFallsBackToTheNextProvider(t *testing.T) {
+	tests := []struct {
+		name      string
+		providers []rdma.Provider
+		want      string // the provider bound, or "" when the request fails
+	}{
+		{"the first opens", []rdma.Provider{tcp.New(), inproc.New()}, "tcp"},
+		{"the first cannot be opened", []rdma.Provider{failingProvider{tcp.New()}, inproc.New()}, "inproc"},
+		{"none can be opened", []rdma.Provider{failingProvider{tcp.New()}, failingProvider{inproc.New()}}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv, _, _, cl := twoProviderChain(t)
+			binds := make(chan rdma.Channel, 4)
+			c := chain.NewClient(
+				rdma.NewClient(rdma.WithProviders(tt.providers...), rdma.WithBind(func(_ string, ch, _ rdma.Channel, _ []rdma.Message) { binds <- ch })),
+				chain.ClientTail(&router{endpoints: map[string]networkservice.NetworkServiceServer{"m": srv}}),
+			)
+			ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+			defer cancel()
+			conn, err := c.Request(ctx, &networkservice.NetworkServiceRequest{Connection: &networkservice.Connection{Id: "c1", Labels: map[string]string{"to": "m"}}})
+			if tt.want == "" {
+				if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "tcp channel") || !strings.Contains(err.Error(), "inproc channel") {
+					t.Fatalf("got %v, want Unavailable naming both failures", err)
+				}
+				waitClose(t, cl, "c1") // the endpoint's connection is closed
+				if n := c.(chain.ConnectionCounter).Connections(); n != 0 {
+					t.Fatalf("%d connections left at the client", n)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			ch := <-binds
+			if ch.Provider() != tt.want || conn.GetMechanism().GetParameters()[rdma.ParamProvider] != tt.want {
+				t.Fatalf("bound %s, answered %v; want %s", ch.Provider(), conn.GetMechanism(), tt.want)
+			}
+			select {
+			case extra := <-binds:
+				t.Fatalf("a second bind: %s", extra.Provider())
+			default:
+			}
+			if n := srv.(chain.ConnectionCounter).Connections(); n != 1 {
+				t.Fatalf("the endpoint holds %d connections", n)
+			}
+			if _, err := c.Close(ctx, conn); err != nil {
+				t.Fatal(err)
+			}
+			waitClose(t, cl, "c1")
+		})
 	}
 }

@@ -70,9 +70,10 @@ func WithServerLogger(log *logrus.Entry) ServerOption {
 
 // endpoint is a connection's binding at the terminal element.
 type endpoint struct {
-	ep     Endpoint
-	mech   *networkservice.Mechanism
-	cancel context.CancelFunc
+	ep       Endpoint
+	provider string
+	mech     *networkservice.Mechanism
+	cancel   context.CancelFunc
 }
 
 var endpointKey = chain.NewKey[*endpoint]("rdma.endpoint")
@@ -86,7 +87,10 @@ type server struct {
 // it has a listener for (a LOCAL preference only from its own process or
 // host, see ParamLocality), expects a channel for the connection ID with a
 // fresh secret, and answers with the Binding as the connection's mechanism.
-// A refresh answers with the same binding and allocates nothing; Close tears
+// A refresh answers with the same binding and allocates nothing, unless its
+// preferences no longer offer the bound provider (a client that could not
+// open the channel offers the others): then it binds anew and releases the
+// old endpoint, as NSM's endpoints choose a mechanism again. Close tears
 // the channel down. No usable preference fails with FailedPrecondition
 // naming what the endpoint supports.
 func NewServer(opts ...ServerOption) chain.ServerElement {
@@ -104,8 +108,9 @@ func NewServer(opts ...ServerOption) chain.ServerElement {
 
 func (s *server) Request(ctx context.Context, req *networkservice.NetworkServiceRequest, next *chain.NextServer) (*networkservice.Connection, error) {
 	conn := req.GetConnection()
-	if e, ok := endpointKey.Load(ctx); ok { // a refresh: the same binding
-		conn.Mechanism = e.mech
+	old, refresh := endpointKey.Load(ctx)
+	if refresh && s.keeps(req.GetMechanismPreferences(), old.provider) { // the same binding
+		conn.Mechanism = old.mech
 		return next.Request(ctx, req)
 	}
 	provider, err := s.choose(req.GetMechanismPreferences())
@@ -130,10 +135,33 @@ func (s *server) Request(ctx context.Context, req *networkservice.NetworkService
 	}
 	h, _ := chain.Reentry(ctx)
 	watchCtx, cancel := context.WithCancel(context.Background()) // the connection outlives the request
-	e := &endpoint{ep: ep, mech: mech, cancel: cancel}
+	e := &endpoint{ep: ep, provider: provider, mech: mech, cancel: cancel}
 	endpointKey.Store(ctx, e)
 	go s.watch(watchCtx, h, e) //nolint:contextcheck // the watch lives as long as the connection, not the request
+	if refresh {
+		s.opts.log.WithFields(logrus.Fields{"conn_id": conn.GetId(), "provider": provider, "was": old.provider}).
+			Info("rdma: the client no longer offers the bound provider; bound anew")
+		_ = old.ep.Close()
+		old.cancel()
+	}
 	return resp, nil
+}
+
+// keeps reports whether a refresh with prefs keeps a binding with
+// provider: when prefs still offer it usably, or offer no RDMA mechanism at
+// all (a refresh without preferences). It allocates nothing.
+func (s *server) keeps(prefs []*networkservice.Mechanism, provider string) bool {
+	offered := false
+	for _, m := range prefs {
+		if m.GetType() != MechanismType {
+			continue
+		}
+		offered = true
+		if p, ok := s.usable(m); ok && p == provider {
+			return true
+		}
+	}
+	return !offered
 }
 
 func (s *server) Close(ctx context.Context, conn *networkservice.Connection, next *chain.NextServer) (*emptypb.Empty, error) {
@@ -147,30 +175,35 @@ func (s *server) Close(ctx context.Context, conn *networkservice.Connection, nex
 // choose returns the provider of the first usable preference.
 func (s *server) choose(prefs []*networkservice.Mechanism) (string, error) {
 	for _, m := range prefs {
-		if m.GetType() != MechanismType {
-			continue
+		if p, ok := s.usable(m); ok {
+			return p, nil
 		}
-		p := m.GetParameters()[ParamProvider]
-		if _, ok := s.opts.listeners[p]; !ok {
-			continue
-		}
-		scope := ProviderScope(p)
-		switch m.GetCls() {
-		case cls.LOCAL:
-			if scope != ScopeAny && m.GetParameters()[ParamLocality] != Locality(scope) {
-				continue // the client is in another process or on another host
-			}
-		case cls.REMOTE:
-			if scope != ScopeAny {
-				continue
-			}
-		default:
-			continue
-		}
-		return p, nil
 	}
 	return "", status.Errorf(codes.FailedPrecondition, "rdma: no usable mechanism: this endpoint supports %s with providers %s; the request offered %s",
 		MechanismType, s.supported(), describePreferences(prefs))
+}
+
+// usable returns the provider of preference m if this endpoint can serve
+// it: a mechanism of type MechanismType, a provider it listens for, and a
+// class that fits the provider's scope (LOCAL from the same process or
+// host, by the locality token; REMOTE for the others).
+func (s *server) usable(m *networkservice.Mechanism) (string, bool) {
+	if m.GetType() != MechanismType {
+		return "", false
+	}
+	p := m.GetParameters()[ParamProvider]
+	if _, ok := s.opts.listeners[p]; !ok {
+		return "", false
+	}
+	scope := ProviderScope(p)
+	switch m.GetCls() {
+	case cls.LOCAL:
+		// Another process or host cannot reach a scoped provider.
+		return p, scope == ScopeAny || m.GetParameters()[ParamLocality] == Locality(scope)
+	case cls.REMOTE:
+		return p, scope == ScopeAny
+	}
+	return "", false
 }
 
 func (s *server) supported() string {
