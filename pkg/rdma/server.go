@@ -141,8 +141,11 @@ func (s *server) Request(ctx context.Context, req *networkservice.NetworkService
 	if refresh {
 		s.opts.log.WithFields(logrus.Fields{"conn_id": conn.GetId(), "provider": provider, "was": old.provider}).
 			Info("rdma: the client no longer offers the bound provider; bound anew")
-		_ = old.ep.Close()
+		// The watch's context first, so that it leaves quietly when the
+		// endpoint closes (a client that could not open the channel has
+		// none attached).
 		old.cancel()
+		_ = old.ep.Close()
 	}
 	return resp, nil
 }
