@@ -135,6 +135,7 @@ var documentedEnv = map[string]map[string]setting{
 		"TETHER_TLS_CERT_FILE":    absPath,
 		"TETHER_TLS_KEY_FILE":     absPath,
 		"TETHER_TLS_CA_FILE":      absPath,
+		"TETHER_TLS_MEMBERS":      boolean,
 	},
 	"tether-echo-member": {
 		"TETHER_GROUP":             nonEmpty,
@@ -148,6 +149,9 @@ var documentedEnv = map[string]map[string]setting{
 		"TETHER_TCP_CHANNEL_ADDR":  hostPort,
 		"TETHER_SHM_DIR":           absPath,
 		"TETHER_LOG_LEVEL":         logLevel,
+		"TETHER_TLS_CERT_FILE":     absPath,
+		"TETHER_TLS_KEY_FILE":      absPath,
+		"TETHER_TLS_CA_FILE":       absPath,
 	},
 	socketDirBinary: {},
 }

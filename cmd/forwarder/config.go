@@ -35,7 +35,8 @@ type Config struct {
 	Pprof           Bool      `split_words:"true" flag:"pprof" default:"false" desc:"serve /debug/pprof/ on the metrics address"`
 	TLSCertFile     File      `split_words:"true" flag:"tls-cert-file" desc:"the gRPC listener's certificate (PEM); with the key and CA files, clients must present a certificate the CA signed"`
 	TLSKeyFile      File      `split_words:"true" flag:"tls-key-file" desc:"the certificate's private key (PEM)"`
-	TLSCaFile       File      `split_words:"true" flag:"tls-ca-file" desc:"the CA that signs client certificates (PEM)"`
+	TLSCaFile       File      `split_words:"true" flag:"tls-ca-file" desc:"the CA that signs client certificates (PEM), and members' certificates with TETHER_TLS_MEMBERS"`
+	TLSMembers      Bool      `split_words:"true" flag:"tls-members" default:"false" desc:"dial members with mTLS too (needs the three TLS files): the forwarder's certificate is the client certificate, so it must allow client authentication as well as server; members' certificates are verified against the CA"`
 }
 
 // settingError is a setting that cannot be used: its key (an environment
@@ -185,6 +186,9 @@ func (cfg *Config) check() error {
 				return &settingError{Key: f.key, Err: errors.New("mTLS needs the certificate, key and CA files: set all three or none")}
 			}
 		}
+	}
+	if bool(cfg.TLSMembers) && set == 0 {
+		return &settingError{Key: "TETHER_TLS_MEMBERS", Value: cfg.TLSMembers.String(), Err: errors.New("mTLS to members needs TETHER_TLS_CERT_FILE, TETHER_TLS_KEY_FILE and TETHER_TLS_CA_FILE")}
 	}
 	return nil
 }

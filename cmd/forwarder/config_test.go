@@ -25,6 +25,7 @@ var documented = map[string]string{
 	"TETHER_TLS_CERT_FILE":    "--tls-cert-file",
 	"TETHER_TLS_KEY_FILE":     "--tls-key-file",
 	"TETHER_TLS_CA_FILE":      "--tls-ca-file",
+	"TETHER_TLS_MEMBERS":      "--tls-members",
 }
 
 func TestSettingsAreTheDocumentedOnes(t *testing.T) {

@@ -63,12 +63,16 @@ type daemon struct {
 func start(ctx context.Context, cfg Config, logger *logrus.Logger, stdout io.Writer) (_ *daemon, err error) {
 	log := logrus.NewEntry(logger)
 	var serverOpts []grpc.ServerOption
+	var memberOpts []grpc.DialOption // the dials to members: plain gRPC unless TETHER_TLS_MEMBERS
 	if cfg.TLS() {
-		creds, err := serverTLS(cfg)
+		files, err := readTLS(cfg)
 		if err != nil {
 			return nil, err
 		}
-		serverOpts = append(serverOpts, grpc.Creds(creds))
+		serverOpts = append(serverOpts, grpc.Creds(files.server()))
+		if bool(cfg.TLSMembers) {
+			memberOpts = append(memberOpts, grpc.WithTransportCredentials(files.client()))
+		}
 	}
 
 	// What can fail comes first, so that nothing is served half-way: the
@@ -115,6 +119,7 @@ func start(ctx context.Context, cfg Config, logger *logrus.Logger, stdout io.Wri
 		Views:       heals.Provider(viewMetrics.Provider()),
 		Policy:      &policy,
 		DialTimeout: time.Duration(cfg.DialTimeout),
+		DialOptions: memberOpts,
 		Log:         log,
 		// The chain's debug logging costs one level check per call until
 		// the level is debug (SIGUSR1).
@@ -177,7 +182,7 @@ func start(ctx context.Context, cfg Config, logger *logrus.Logger, stdout io.Wri
 	fmt.Fprintln(stdout, "ready")
 	log.WithFields(logrus.Fields{
 		"name": cfg.Name, "listen_url": served, "metrics_addr": httpLis.Addr().String(),
-		"view_provider": cfg.ViewProvider, "policy": cfg.SelectionPolicy.String(), "mtls": cfg.TLS(),
+		"view_provider": cfg.ViewProvider, "policy": cfg.SelectionPolicy.String(), "mtls": cfg.TLS(), "mtls_members": bool(cfg.TLSMembers),
 	}).Info("forwarder ready")
 	return d, nil
 }

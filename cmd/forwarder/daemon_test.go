@@ -64,6 +64,7 @@ func TestBadConfiguration(t *testing.T) {
 		{"bad metrics address", env("TETHER_METRICS_ADDR=9090"), nil, `TETHER_METRICS_ADDR: 9090: want host:port or :port`},
 		{"bad pprof", env("TETHER_PPROF=maybe"), nil, `TETHER_PPROF: maybe: want true or false`},
 		{"half of mTLS", env("TETHER_TLS_CERT_FILE=/etc/tether/tls.crt"), nil, `TETHER_TLS_KEY_FILE: mTLS needs the certificate, key and CA files: set all three or none`},
+		{"bad TLS members", env("TETHER_TLS_MEMBERS=maybe"), nil, `TETHER_TLS_MEMBERS: maybe: want true or false`},
 		{"missing TLS files", env("TETHER_TLS_CERT_FILE=/nonexistent/tls.crt", "TETHER_TLS_KEY_FILE=/nonexistent/tls.key", "TETHER_TLS_CA_FILE=/nonexistent/ca.crt"), nil, `TETHER_TLS_CERT_FILE: /nonexistent/tls.crt: no such file or directory`},
 		{"bad flag value", none, []string{"--dial-timeout=soon"}, `--dial-timeout: soon: want a positive duration`},
 		{"flag wins over a good variable", env("TETHER_LOG_FORMAT=json"), []string{"--log-format", "yaml"}, `--log-format: yaml: want text or json`},

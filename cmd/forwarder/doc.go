@@ -5,9 +5,10 @@
 //
 // One gRPC server on TETHER_LISTEN_URL serves the forwarder chain
 // (NetworkService, MonitorConnection; pkg/forwarder), the membership service
-// when views are embedded, gRPC health and reflection. HTTP on
-// TETHER_METRICS_ADDR serves /metrics, /healthz, /readyz and, with
-// TETHER_PPROF=true, /debug/pprof/.
+// when views are embedded, gRPC health and reflection; with the TETHER_TLS_
+// files it requires mTLS, and with TETHER_TLS_MEMBERS=true the forwarder
+// dials members with mTLS too. HTTP on TETHER_METRICS_ADDR serves /metrics,
+// /healthz, /readyz and, with TETHER_PPROF=true, /debug/pprof/.
 //
 // Settings are TETHER_ environment variables read with envconfig, each
 // overridden by a flag (tether-forwarder --help prints the table). A setting

@@ -207,14 +207,15 @@ func startForwarder(t testing.TB, dir string, env ...string) *proc {
 	return p
 }
 
-// waitReady reads the addresses the forwarder prints and waits for SERVING.
-func (p *proc) waitReady(t testing.TB) {
+// waitReady reads the addresses the forwarder prints and waits for SERVING,
+// dialing with opts (credentials for mTLS).
+func (p *proc) waitReady(t testing.TB, opts ...grpc.DialOption) {
 	t.Helper()
 	_, line := p.stdout.waitFor(t, 0, `^listening `)
 	p.url = strings.TrimPrefix(line, "listening ")
 	_, line = p.stdout.waitFor(t, 0, `^metrics `)
 	p.metrics = strings.TrimPrefix(line, "metrics ")
-	waitServing(t, p.url)
+	waitServing(t, p.url, opts...)
 }
 
 // waitServing watches the gRPC health of the forwarder at url until it
@@ -367,6 +368,15 @@ func startMember(t testing.TB, dir, forwarderURL, group, id string) *member {
 // the test ends.
 func runMember(t testing.TB, id, url string, args ...string) *member {
 	t.Helper()
+	m := spawnMember(t, id, url, args...)
+	m.stderr.waitFor(t, 0, `^ready `)
+	return m
+}
+
+// spawnMember starts the echo member id listening at url, with args for
+// the rest of its flags, without waiting. It is killed when the test ends.
+func spawnMember(t testing.TB, id, url string, args ...string) *member {
+	t.Helper()
 	m := &member{id: id, url: url, stderr: newLines(), exited: make(chan struct{})}
 	m.cmd = exec.Command(binary(t, sandbox.EchoMember), append([]string{"-id", id, "-listen-url", url, "-log-level", "warning"}, args...)...)
 	m.cmd.Env = forwarderEnv()
@@ -387,7 +397,6 @@ func runMember(t testing.TB, id, url string, args ...string) *member {
 		_ = m.cmd.Process.Kill()
 		<-m.exited
 	})
-	m.stderr.waitFor(t, 0, `^ready `)
 	return m
 }
 

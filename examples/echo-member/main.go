@@ -24,6 +24,17 @@
 // unix:///var/lib/tether/forwarder.sock and shm channels in
 // /var/lib/tether/shm.
 //
+// With -tls-cert-file, -tls-key-file and -tls-ca-file (TETHER_TLS_CERT_FILE,
+// TETHER_TLS_KEY_FILE, TETHER_TLS_CA_FILE; all three or none) it uses mTLS,
+// TLS 1.3 at least, on its gRPC: its listener requires a client certificate
+// the CA signed (the forwarder's, which TETHER_TLS_MEMBERS=true makes it
+// present), and it joins through the forwarder with its certificate as the
+// client certificate, verifying the forwarder's against the CA. The
+// certificate therefore needs both server and client authentication, and
+// must name the host of the member's URL (an IP address for tcp://, DNS name
+// localhost for unix://). With -view-provider etcd the connection to etcd
+// stays plain: TLS to etcd is not supported.
+//
 // With -trace it prints one line per message on standard output
 // ("call <conn> <retry> <payload>"), which tests use to check that every
 // retry is marked.
@@ -32,6 +43,8 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -47,6 +60,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sirupsen/logrus"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/tether-mesh/tether/pkg/call"
 	"github.com/tether-mesh/tether/pkg/member"
@@ -72,7 +87,7 @@ func main() {
 	id := setting("id", "TETHER_MEMBER_ID", host, "member ID")
 	provider := setting("view-provider", "TETHER_VIEW_PROVIDER", "embedded", "embedded (join through the forwarder) or etcd")
 	forwarder := setting("forwarder-url", "TETHER_FORWARDER_URL", "unix:///var/lib/tether/forwarder.sock", "forwarder's membership service")
-	etcdEndpoints := setting("etcd-endpoints", "TETHER_ETCD_ENDPOINTS", "", "etcd endpoints, comma-separated")
+	etcdEndpoints := setting("etcd-endpoints", "TETHER_ETCD_ENDPOINTS", "", "etcd endpoints, comma-separated (plain connections: the -tls-* settings do not apply to etcd)")
 	etcdLeaseTTL := setting("etcd-lease-ttl", "TETHER_ETCD_LEASE_TTL", "2s", "lease TTL of the registration in etcd, rounded up to whole seconds (-view-provider etcd): a member that dies leaves the view when it expires")
 	listen := setting("listen-url", "TETHER_LISTEN_URL", "", "the member's endpoint: unix:///path or tcp://host:port (required)")
 	advertise := setting("advertise-url", "TETHER_ADVERTISE_URL", "", "the URL of the endpoint published in the views, when not the listen URL")
@@ -82,6 +97,9 @@ func main() {
 	shmDir := setting("shm-dir", "TETHER_SHM_DIR", "", "directory of the shm channel socket (default: a private temporary one)")
 	logLevel := setting("log-level", "TETHER_LOG_LEVEL", "info", "log level")
 	metricsAddr := setting("metrics-addr", "TETHER_METRICS_ADDR", "", "HTTP address of /metrics (channel messages and bytes); empty: none")
+	tlsCert := setting("tls-cert-file", "TETHER_TLS_CERT_FILE", "", "the member's certificate (PEM), for server and client authentication; with the key and CA files, mTLS on the gRPC listener and on the join through the forwarder (not to etcd: -view-provider etcd stays plain)")
+	tlsKey := setting("tls-key-file", "TETHER_TLS_KEY_FILE", "", "the certificate's private key (PEM)")
+	tlsCA := setting("tls-ca-file", "TETHER_TLS_CA_FILE", "", "the CA (PEM) that signs the certificates of the forwarder and of whoever calls the member")
 	trace := flag.Bool("trace", false, "print one line per message on standard output")
 	flag.Parse()
 
@@ -93,6 +111,7 @@ func main() {
 	if err := run(log, config{
 		group: *group, id: *id, provider: *provider, forwarder: *forwarder, etcd: *etcdEndpoints, etcdLeaseTTL: *etcdLeaseTTL,
 		metrics: *metricsAddr, listen: *listen, advertise: *advertise, channels: *channels, tcpAddr: *tcpAddr, tcpAdvertise: *tcpAdvertise, shmDir: *shmDir, trace: *trace,
+		tlsCert: *tlsCert, tlsKey: *tlsKey, tlsCA: *tlsCA,
 	}); err != nil {
 		fmt.Fprintln(os.Stderr, "tether-echo-member:", err)
 		os.Exit(1)
@@ -101,6 +120,7 @@ func main() {
 
 type config struct {
 	group, id, provider, forwarder, etcd, etcdLeaseTTL, metrics, listen, advertise, channels, tcpAddr, tcpAdvertise, shmDir string
+	tlsCert, tlsKey, tlsCA                                                                                                  string
 	trace                                                                                                                   bool
 }
 
@@ -108,10 +128,14 @@ func run(log *logrus.Logger, cfg config) error {
 	if cfg.group == "" || cfg.listen == "" {
 		return errors.New("-group and -listen-url are required")
 	}
+	serverOpts, dialOpts, err := mutualTLS(cfg)
+	if err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	views, closeViews, err := openViews(cfg)
+	views, closeViews, err := openViews(cfg, dialOpts)
 	if err != nil {
 		return err
 	}
@@ -151,7 +175,7 @@ func run(log *logrus.Logger, cfg config) error {
 	defer cancel()
 	m, err := member.Start(joinCtx, member.Config{
 		Group: cfg.group, ID: cfg.id, Views: views, ListenURL: cfg.listen, AdvertiseURL: cfg.advertise,
-		Channels: chs, Handler: handler, Log: logrus.NewEntry(log), Metrics: channelMetrics,
+		Channels: chs, Handler: handler, Log: logrus.NewEntry(log), Metrics: channelMetrics, ServerOptions: serverOpts,
 	})
 	if err != nil {
 		return err
@@ -163,14 +187,70 @@ func run(log *logrus.Logger, cfg config) error {
 	return m.Stop(stopCtx)
 }
 
-func openViews(cfg config) (view.Provider, func(), error) {
+// mutualTLS reads the TLS files, once: all three or none. It returns the
+// gRPC listener's options (client certificates required, verified against
+// the CA) and those of the dial to the forwarder's membership service (the
+// member's certificate as the client certificate, the CA as roots); none
+// without the files.
+func mutualTLS(cfg config) ([]grpc.ServerOption, []grpc.DialOption, error) {
+	files := []struct{ flag, env, path string }{
+		{"-tls-cert-file", "TETHER_TLS_CERT_FILE", cfg.tlsCert},
+		{"-tls-key-file", "TETHER_TLS_KEY_FILE", cfg.tlsKey},
+		{"-tls-ca-file", "TETHER_TLS_CA_FILE", cfg.tlsCA},
+	}
+	set := 0
+	for _, f := range files {
+		if f.path != "" {
+			set++
+		}
+	}
+	switch set {
+	case 0:
+		return nil, nil, nil
+	case len(files):
+	default:
+		for _, f := range files {
+			if f.path == "" {
+				return nil, nil, fmt.Errorf("%s (%s) is not set: mTLS needs -tls-cert-file, -tls-key-file and -tls-ca-file, all three or none", f.flag, f.env)
+			}
+		}
+	}
+	cert, err := tls.LoadX509KeyPair(cfg.tlsCert, cfg.tlsKey)
+	if err != nil {
+		return nil, nil, fmt.Errorf("-tls-cert-file and -tls-key-file: %w", err)
+	}
+	caPEM, err := os.ReadFile(cfg.tlsCA)
+	if err != nil {
+		return nil, nil, fmt.Errorf("-tls-ca-file: %w", err)
+	}
+	ca := x509.NewCertPool()
+	if !ca.AppendCertsFromPEM(caPEM) {
+		return nil, nil, fmt.Errorf("-tls-ca-file: %s: no PEM certificate in the file", cfg.tlsCA)
+	}
+	server := credentials.NewTLS(&tls.Config{
+		Certificates: []tls.Certificate{cert},
+		ClientCAs:    ca,
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		MinVersion:   tls.VersionTLS13,
+	})
+	client := credentials.NewTLS(&tls.Config{
+		Certificates: []tls.Certificate{cert},
+		RootCAs:      ca,
+		MinVersion:   tls.VersionTLS13,
+	})
+	return []grpc.ServerOption{grpc.Creds(server)}, []grpc.DialOption{grpc.WithTransportCredentials(client)}, nil
+}
+
+// openViews opens the view provider; dialOpts are the options of the dial
+// to the forwarder (-view-provider embedded; etcd's connection is plain).
+func openViews(cfg config, dialOpts []grpc.DialOption) (view.Provider, func(), error) {
 	ttl, err := leaseTTL(cfg.etcdLeaseTTL) // checked with either provider: a bad value is a mistake
 	if err != nil {
 		return nil, nil, err
 	}
 	switch cfg.provider {
 	case "embedded":
-		c, err := membership.Dial(cfg.forwarder)
+		c, err := membership.Dial(cfg.forwarder, membership.WithDialOptions(dialOpts...))
 		if err != nil {
 			return nil, nil, fmt.Errorf("-forwarder-url: %w", err)
 		}
