@@ -79,15 +79,23 @@ func newTopology() *topology {
 	return tp
 }
 
+// connect requests the client's connection "client-id" to member-1.
+func (tp *topology) connect(t *testing.T) *networkservice.Connection {
+	t.Helper()
+	req := &networkservice.NetworkServiceRequest{Connection: &networkservice.Connection{Id: "client-id", Labels: map[string]string{"member": "member-1"}}}
+	conn, err := tp.client.Request(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
+
 func TestPathAcrossThreeHops(t *testing.T) {
 	t.Parallel()
 	tp := newTopology()
 	ctx := context.Background()
-	req := &networkservice.NetworkServiceRequest{Connection: &networkservice.Connection{Id: "client-id", Labels: map[string]string{"member": "member-1"}}}
-	conn, err := tp.client.Request(ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := tp.connect(t)
+	var err error
 	segs := conn.GetPath().GetPathSegments()
 	if len(segs) != 3 || segs[0].GetName() != "client" || segs[1].GetName() != "forwarder" || segs[2].GetName() != "member-1" {
 		t.Fatalf("path %v", conn.GetPath())
@@ -234,12 +242,7 @@ func TestCloseWithABrokenPath(t *testing.T) {
 			t.Run(tc.name+"/via "+hop, func(t *testing.T) {
 				t.Parallel()
 				tp := newTopology()
-				ctx := context.Background()
-				req := &networkservice.NetworkServiceRequest{Connection: &networkservice.Connection{Id: "client-id", Labels: map[string]string{"member": "member-1"}}}
-				conn, err := tp.client.Request(ctx, req)
-				if err != nil {
-					t.Fatal(err)
-				}
+				conn := tp.connect(t)
 				segs := conn.GetPath().GetPathSegments()
 				fwdID, memberID := segs[1].GetId(), segs[2].GetId()
 
@@ -261,7 +264,7 @@ func TestCloseWithABrokenPath(t *testing.T) {
 				// Now the hop does not know the connection: the same Close
 				// leaves nothing, refused when its path is broken.
 				tp.seen.closes = nil
-				err = closeVia(tp, broken.Clone())
+				err := closeVia(tp, broken.Clone())
 				switch {
 				case tc.refused && status.Code(err) != codes.InvalidArgument:
 					t.Fatalf("Close of an unknown connection with a broken path: %v, want InvalidArgument", err)

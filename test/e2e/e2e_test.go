@@ -239,14 +239,22 @@ func TestAVanishedClientLeavesNothing(t *testing.T) {
 	}
 }
 
-func TestBadRequests(t *testing.T) {
-	sb, fwd := group(t, "tcp")
+// forwarderStub returns the forwarder's NetworkService over its socket, as a
+// client that uses none of tether's elements has it; closed at the test's
+// end.
+func forwarderStub(t *testing.T, fwd *sandbox.Forwarder) networkservice.NetworkServiceClient {
+	t.Helper()
 	cc, err := grpc.NewClient(fwd.URL(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cc.Close()
-	stub := networkservice.NewNetworkServiceClient(cc)
+	t.Cleanup(func() { _ = cc.Close() })
+	return networkservice.NewNetworkServiceClient(cc)
+}
+
+func TestBadRequests(t *testing.T) {
+	sb, fwd := group(t, "tcp")
+	stub := forwarderStub(t, fwd)
 	tcpPref := rdma.Preference("tcp")
 	tests := []struct {
 		name string

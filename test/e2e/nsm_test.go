@@ -6,8 +6,6 @@ import (
 
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
 	"github.com/sirupsen/logrus"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/tether-mesh/tether/pkg/call"
 	"github.com/tether-mesh/tether/pkg/expire"
@@ -25,12 +23,7 @@ import (
 // channel the mechanism names works, and that nothing is left behind.
 func TestAnNSMClient(t *testing.T) {
 	sb, fwd := group(t, "tcp")
-	cc, err := grpc.NewClient(fwd.URL(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	stub := networkservice.NewNetworkServiceClient(cc)
+	stub := forwarderStub(t, fwd)
 	ctx := sb.Context()
 
 	for _, tc := range []struct {
