@@ -12,6 +12,8 @@ import (
 	"text/tabwriter"
 
 	"github.com/kelseyhightower/envconfig"
+
+	"github.com/tether-mesh/tether/pkg/view/etcd"
 )
 
 // envPrefix is the prefix of every setting's environment variable.
@@ -26,7 +28,10 @@ type Config struct {
 	ListenURL       URL       `split_words:"true" flag:"listen-url" default:"unix:///var/lib/tether/forwarder.sock" desc:"the gRPC listener: unix:///path or tcp://host:port"`
 	SocketMode      Mode      `split_words:"true" flag:"socket-mode" default:"0600" desc:"the unix socket's permission bits, octal"`
 	ViewProvider    Provider  `split_words:"true" flag:"view-provider" default:"embedded" desc:"where views come from: embedded (members join through this forwarder) or etcd"`
-	EtcdEndpoints   Endpoints `split_words:"true" flag:"etcd-endpoints" desc:"etcd client URLs, comma-separated (view provider etcd)"`
+	EtcdEndpoints   Endpoints `split_words:"true" flag:"etcd-endpoints" desc:"etcd client URLs, comma-separated (view provider etcd); https:// with the TETHER_ETCD_*_FILE settings"`
+	EtcdCaFile      File      `split_words:"true" flag:"etcd-ca-file" desc:"the CA that signs etcd's server certificates (PEM; default with https:// endpoints: the system's roots)"`
+	EtcdCertFile    File      `split_words:"true" flag:"etcd-cert-file" desc:"the client certificate for etcd's client certificate authentication (PEM), with its key"`
+	EtcdKeyFile     File      `split_words:"true" flag:"etcd-key-file" desc:"the client certificate's private key (PEM)"`
 	DialTimeout     Duration  `split_words:"true" flag:"dial-timeout" default:"1s" desc:"bound on reaching a member, on the start-up check of etcd and on each /readyz check"`
 	SelectionPolicy Policy    `split_words:"true" flag:"selection-policy" default:"rendezvous" desc:"how a member is chosen: primary, rendezvous or least-connections"`
 	LogLevel        Level     `split_words:"true" flag:"log-level" default:"info" desc:"log level; SIGUSR1 raises it to debug, SIGUSR2 restores it"`
@@ -170,6 +175,9 @@ func (cfg *Config) check() error {
 	if cfg.ViewProvider == Etcd && len(cfg.EtcdEndpoints) == 0 {
 		return &settingError{Key: "TETHER_ETCD_ENDPOINTS", Err: errors.New("required with TETHER_VIEW_PROVIDER=etcd")}
 	}
+	if cfg.etcdTLS().Set() && cfg.ViewProvider != Etcd {
+		return &settingError{Key: "TETHER_VIEW_PROVIDER", Value: cfg.ViewProvider.String(), Err: errors.New("the TETHER_ETCD_*_FILE settings are for TLS to etcd: set TETHER_VIEW_PROVIDER=etcd, or unset them")}
+	}
 	tlsFiles := []struct {
 		key  string
 		file File
@@ -191,6 +199,11 @@ func (cfg *Config) check() error {
 		return &settingError{Key: "TETHER_TLS_MEMBERS", Value: cfg.TLSMembers.String(), Err: errors.New("mTLS to members needs TETHER_TLS_CERT_FILE, TETHER_TLS_KEY_FILE and TETHER_TLS_CA_FILE")}
 	}
 	return nil
+}
+
+// etcdTLS returns the files of the TLS connection to etcd.
+func (cfg *Config) etcdTLS() etcd.TLSFiles {
+	return etcd.TLSFiles{CA: string(cfg.EtcdCaFile), Cert: string(cfg.EtcdCertFile), Key: string(cfg.EtcdKeyFile)}
 }
 
 // TLS reports whether the gRPC listener uses mTLS.

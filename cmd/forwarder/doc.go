@@ -7,7 +7,8 @@
 // (NetworkService, MonitorConnection; pkg/forwarder), the membership service
 // when views are embedded, gRPC health and reflection; with the TETHER_TLS_
 // files it requires mTLS, and with TETHER_TLS_MEMBERS=true the forwarder
-// dials members with mTLS too. HTTP on TETHER_METRICS_ADDR serves /metrics,
+// dials members with mTLS too; the TETHER_ETCD_*_FILE settings make its
+// connection to etcd TLS. HTTP on TETHER_METRICS_ADDR serves /metrics,
 // /healthz, /readyz and, with TETHER_PPROF=true, /debug/pprof/.
 //
 // Settings are TETHER_ environment variables read with envconfig, each

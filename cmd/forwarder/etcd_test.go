@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -76,4 +77,87 @@ func TestEtcdViews(t *testing.T) {
 	if code := p.wait(t); code != 0 {
 		t.Fatalf("exit status %d:\n%s", code, p.stderr.text())
 	}
+}
+
+// TestEtcdTLS: with an etcd that takes clients over TLS only and requires
+// client certificates, a forwarder and a member given the TLS files reach
+// it, and a call goes through them; settings that cannot work are refused
+// at start, with a line naming the setting.
+func TestEtcdTLS(t *testing.T) {
+	t.Parallel()
+	files := etcdtest.NewTLSFiles(t)
+	endpoint := files.Start(t).URL
+	fwdTLS := []string{"TETHER_VIEW_PROVIDER=etcd", "TETHER_ETCD_ENDPOINTS=" + endpoint,
+		"TETHER_ETCD_CA_FILE=" + files.CA, "TETHER_ETCD_CERT_FILE=" + files.ClientCert, "TETHER_ETCD_KEY_FILE=" + files.ClientKey}
+	memberTLS := []string{"-view-provider", "etcd", "-etcd-endpoints", endpoint,
+		"-etcd-ca-file", files.CA, "-etcd-cert-file", files.ClientCert, "-etcd-key-file", files.ClientKey}
+
+	t.Run("refused settings", func(t *testing.T) {
+		t.Parallel()
+		for _, tc := range []struct {
+			name   string
+			env    []string
+			code   int
+			prefix string
+		}{
+			{"the files with the embedded provider", []string{"TETHER_ETCD_CA_FILE=" + files.CA}, exitConfig, "tether-forwarder: TETHER_VIEW_PROVIDER: embedded: "},
+			{"the files with an http endpoint", []string{"TETHER_VIEW_PROVIDER=etcd", "TETHER_ETCD_ENDPOINTS=http://127.0.0.1:1", "TETHER_ETCD_CA_FILE=" + files.CA}, exitFailed, "tether-forwarder: TETHER_ETCD_ENDPOINTS: http://127.0.0.1:1: TLS files are set"},
+			{"a certificate without its key", slices.Concat(fwdTLS[:3], []string{"TETHER_ETCD_CERT_FILE=" + files.ClientCert}), exitFailed, "tether-forwarder: TETHER_ETCD_KEY_FILE: not set"},
+			{"no client certificate", fwdTLS[:3], exitFailed, "tether-forwarder: TETHER_ETCD_ENDPOINTS: " + endpoint + ": etcd does not answer"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				t.Parallel()
+				p := spawn(t, slices.Concat([]string{"TETHER_NAME=fwd", "TETHER_LISTEN_URL=unix://" + filepath.Join(socketDir(t), "f.sock"), "TETHER_METRICS_ADDR=127.0.0.1:0", "TETHER_DIAL_TIMEOUT=500ms"}, tc.env))
+				if code := p.wait(t); code != tc.code {
+					t.Errorf("exit status %d, want %d", code, tc.code)
+				}
+				if out := p.stderr.text(); !strings.HasPrefix(out, tc.prefix) || strings.Contains(out, "\n") {
+					t.Errorf("stderr %q, want one line starting with %q", out, tc.prefix)
+				}
+			})
+		}
+	})
+
+	t.Run("member refused settings", func(t *testing.T) {
+		t.Parallel()
+		dir := socketDir(t)
+		for _, tc := range []struct {
+			name, want string
+			args       []string
+		}{
+			{"an http endpoint", "-etcd-endpoints: http://127.0.0.1:1: TLS files are set", []string{"-view-provider", "etcd", "-etcd-endpoints", "http://127.0.0.1:1", "-etcd-ca-file", files.CA}},
+			{"a key without its certificate", "-etcd-cert-file: not set", slices.Concat(memberTLS[:6], []string{"-etcd-key-file", files.ClientKey})},
+			{"the files with the embedded provider", "-etcd-ca-file, -etcd-cert-file and -etcd-key-file are for TLS to etcd", []string{"-etcd-ca-file", files.CA}},
+		} {
+			m := spawnMember(t, "bad", "unix://"+filepath.Join(dir, "bad.sock"), slices.Concat([]string{"-group", "echo"}, tc.args)...)
+			<-m.exited
+			if code := m.cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(m.stderr.text(), tc.want) {
+				t.Errorf("%s: exit status %d, stderr %q; want 1 and %q", tc.name, code, m.stderr.text(), tc.want)
+			}
+		}
+	})
+
+	t.Run("call", func(t *testing.T) {
+		t.Parallel()
+		dir := socketDir(t)
+		p := startForwarder(t, dir, fwdTLS...)
+		runMember(t, "m1", "unix://"+filepath.Join(dir, "m1.sock"), slices.Concat([]string{"-group", "echo", "-channel-providers", "tcp"}, memberTLS)...)
+		c := quietClient(t, p.url)
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		conn, err := c.Connect(ctx, "echo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if reply, err := conn.Call(ctx, []byte("via etcd over TLS")); err != nil || string(reply) != "via etcd over TLS" {
+			t.Fatalf("call: %q, %v", reply, err)
+		}
+		if err := conn.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+		p.signal(t, syscall.SIGTERM)
+		if code := p.wait(t); code != 0 {
+			t.Fatalf("exit status %d:\n%s", code, p.stderr.text())
+		}
+	})
 }

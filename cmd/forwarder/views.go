@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -34,9 +35,14 @@ func openViews(ctx context.Context, cfg Config, log *logrus.Entry) (*views, erro
 		p := embedded.New(embedded.WithLogger(log))
 		return &views{provider: p, embedded: p, timeout: timeout}, nil
 	}
+	tlsConfig, err := cfg.etcdTLS().Config(cfg.EtcdEndpoints)
+	if err != nil {
+		return nil, etcdTLSError(err)
+	}
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   cfg.EtcdEndpoints,
 		DialTimeout: timeout,
+		TLS:         tlsConfig,
 		Logger:      zap.NewNop(),
 	})
 	if err != nil {
@@ -50,6 +56,17 @@ func openViews(ctx context.Context, cfg Config, log *logrus.Entry) (*views, erro
 	v.etcd = etcd.New(cli, etcd.WithLogger(log))
 	v.provider = v.etcd
 	return v, nil
+}
+
+// etcdTLSError names the setting of a TLS file, or the endpoints, that
+// etcd.TLSFiles.Config refused.
+func etcdTLSError(err error) error {
+	var fe *etcd.TLSFileError
+	if errors.As(err, &fe) {
+		key := map[string]string{"CA": "TETHER_ETCD_CA_FILE", "Cert": "TETHER_ETCD_CERT_FILE", "Key": "TETHER_ETCD_KEY_FILE"}[fe.Which]
+		return &settingError{Key: key, Value: fe.Path, Err: fe.Err}
+	}
+	return &settingError{Key: "TETHER_ETCD_ENDPOINTS", Err: err}
 }
 
 // check reports whether the provider works: the embedded provider until it

@@ -32,8 +32,13 @@
 // client certificate, verifying the forwarder's against the CA. The
 // certificate therefore needs both server and client authentication, and
 // must name the host of the member's URL (an IP address for tcp://, DNS name
-// localhost for unix://). With -view-provider etcd the connection to etcd
-// stays plain: TLS to etcd is not supported.
+// localhost for unix://). Those settings do not apply to etcd.
+//
+// With -view-provider etcd and https:// endpoints, it reaches etcd over TLS:
+// -etcd-ca-file (TETHER_ETCD_CA_FILE) is the CA of etcd's server
+// certificates (default: the system's roots), and -etcd-cert-file with
+// -etcd-key-file (TETHER_ETCD_CERT_FILE, TETHER_ETCD_KEY_FILE) the client
+// certificate for etcd's client certificate authentication.
 //
 // With -trace it prints one line per message on standard output
 // ("call <conn> <retry> <payload>"), which tests use to check that every
@@ -87,7 +92,10 @@ func main() {
 	id := setting("id", "TETHER_MEMBER_ID", host, "member ID")
 	provider := setting("view-provider", "TETHER_VIEW_PROVIDER", "embedded", "embedded (join through the forwarder) or etcd")
 	forwarder := setting("forwarder-url", "TETHER_FORWARDER_URL", "unix:///var/lib/tether/forwarder.sock", "forwarder's membership service")
-	etcdEndpoints := setting("etcd-endpoints", "TETHER_ETCD_ENDPOINTS", "", "etcd endpoints, comma-separated (plain connections: the -tls-* settings do not apply to etcd)")
+	etcdEndpoints := setting("etcd-endpoints", "TETHER_ETCD_ENDPOINTS", "", "etcd endpoints, comma-separated; https:// with the -etcd-*-file settings (the -tls-* settings do not apply to etcd)")
+	etcdCA := setting("etcd-ca-file", "TETHER_ETCD_CA_FILE", "", "the CA that signs etcd's server certificates (PEM; default with https:// endpoints: the system's roots)")
+	etcdCert := setting("etcd-cert-file", "TETHER_ETCD_CERT_FILE", "", "the client certificate for etcd's client certificate authentication (PEM), with its key")
+	etcdKey := setting("etcd-key-file", "TETHER_ETCD_KEY_FILE", "", "the client certificate's private key (PEM)")
 	etcdLeaseTTL := setting("etcd-lease-ttl", "TETHER_ETCD_LEASE_TTL", "2s", "lease TTL of the registration in etcd, rounded up to whole seconds (-view-provider etcd): a member that dies leaves the view when it expires")
 	listen := setting("listen-url", "TETHER_LISTEN_URL", "", "the member's endpoint: unix:///path or tcp://host:port (required)")
 	advertise := setting("advertise-url", "TETHER_ADVERTISE_URL", "", "the URL of the endpoint published in the views, when not the listen URL")
@@ -97,7 +105,7 @@ func main() {
 	shmDir := setting("shm-dir", "TETHER_SHM_DIR", "", "directory of the shm channel socket (default: a private temporary one)")
 	logLevel := setting("log-level", "TETHER_LOG_LEVEL", "info", "log level")
 	metricsAddr := setting("metrics-addr", "TETHER_METRICS_ADDR", "", "HTTP address of /metrics (channel messages and bytes); empty: none")
-	tlsCert := setting("tls-cert-file", "TETHER_TLS_CERT_FILE", "", "the member's certificate (PEM), for server and client authentication; with the key and CA files, mTLS on the gRPC listener and on the join through the forwarder (not to etcd: -view-provider etcd stays plain)")
+	tlsCert := setting("tls-cert-file", "TETHER_TLS_CERT_FILE", "", "the member's certificate (PEM), for server and client authentication; with the key and CA files, mTLS on the gRPC listener and on the join through the forwarder (not to etcd: see -etcd-cert-file)")
 	tlsKey := setting("tls-key-file", "TETHER_TLS_KEY_FILE", "", "the certificate's private key (PEM)")
 	tlsCA := setting("tls-ca-file", "TETHER_TLS_CA_FILE", "", "the CA (PEM) that signs the certificates of the forwarder and of whoever calls the member")
 	trace := flag.Bool("trace", false, "print one line per message on standard output")
@@ -112,6 +120,7 @@ func main() {
 		group: *group, id: *id, provider: *provider, forwarder: *forwarder, etcd: *etcdEndpoints, etcdLeaseTTL: *etcdLeaseTTL,
 		metrics: *metricsAddr, listen: *listen, advertise: *advertise, channels: *channels, tcpAddr: *tcpAddr, tcpAdvertise: *tcpAdvertise, shmDir: *shmDir, trace: *trace,
 		tlsCert: *tlsCert, tlsKey: *tlsKey, tlsCA: *tlsCA,
+		etcdTLS: etcd.TLSFiles{CA: *etcdCA, Cert: *etcdCert, Key: *etcdKey},
 	}); err != nil {
 		fmt.Fprintln(os.Stderr, "tether-echo-member:", err)
 		os.Exit(1)
@@ -121,6 +130,7 @@ func main() {
 type config struct {
 	group, id, provider, forwarder, etcd, etcdLeaseTTL, metrics, listen, advertise, channels, tcpAddr, tcpAdvertise, shmDir string
 	tlsCert, tlsKey, tlsCA                                                                                                  string
+	etcdTLS                                                                                                                 etcd.TLSFiles
 	trace                                                                                                                   bool
 }
 
@@ -242,11 +252,14 @@ func mutualTLS(cfg config) ([]grpc.ServerOption, []grpc.DialOption, error) {
 }
 
 // openViews opens the view provider; dialOpts are the options of the dial
-// to the forwarder (-view-provider embedded; etcd's connection is plain).
+// to the forwarder (-view-provider embedded).
 func openViews(cfg config, dialOpts []grpc.DialOption) (view.Provider, func(), error) {
 	ttl, err := leaseTTL(cfg.etcdLeaseTTL) // checked with either provider: a bad value is a mistake
 	if err != nil {
 		return nil, nil, err
+	}
+	if cfg.etcdTLS.Set() && cfg.provider != "etcd" {
+		return nil, nil, errors.New("-etcd-ca-file, -etcd-cert-file and -etcd-key-file are for TLS to etcd: set -view-provider etcd, or unset them")
 	}
 	switch cfg.provider {
 	case "embedded":
@@ -259,13 +272,32 @@ func openViews(cfg config, dialOpts []grpc.DialOption) (view.Provider, func(), e
 		if cfg.etcd == "" {
 			return nil, nil, errors.New("-etcd-endpoints is required with -view-provider etcd")
 		}
-		cli, err := clientv3.New(clientv3.Config{Endpoints: strings.Split(cfg.etcd, ","), DialTimeout: 5 * time.Second})
+		endpoints := strings.Split(cfg.etcd, ",")
+		tlsConfig, err := cfg.etcdTLS.Config(endpoints)
+		if err != nil {
+			return nil, nil, etcdTLSError(err)
+		}
+		cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, TLS: tlsConfig})
 		if err != nil {
 			return nil, nil, fmt.Errorf("-etcd-endpoints: %w", err)
 		}
 		return etcd.New(cli, etcd.WithTTL(ttl)), func() { _ = cli.Close() }, nil
 	}
 	return nil, nil, fmt.Errorf("-view-provider: %q is neither embedded nor etcd", cfg.provider)
+}
+
+// etcdTLSError names the flag of a TLS file, or the endpoints, that
+// etcd.TLSFiles.Config refused.
+func etcdTLSError(err error) error {
+	var fe *etcd.TLSFileError
+	if errors.As(err, &fe) {
+		flag := map[string]string{"CA": "-etcd-ca-file", "Cert": "-etcd-cert-file", "Key": "-etcd-key-file"}[fe.Which]
+		if fe.Path == "" {
+			return fmt.Errorf("%s: %w", flag, fe.Err)
+		}
+		return fmt.Errorf("%s: %s: %w", flag, fe.Path, fe.Err)
+	}
+	return fmt.Errorf("-etcd-endpoints: %w", err)
 }
 
 // leaseTTL reads -etcd-lease-ttl: a positive duration such as 2s.

@@ -10,20 +10,39 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 )
 
 // Server is a running etcd.
 type Server struct {
-	// URL is the client URL ("http://127.0.0.1:port").
+	// URL is the client URL ("http://127.0.0.1:port", https:// with
+	// WithClientTLS).
 	URL  string
 	e    *embed.Etcd
 	once sync.Once
 }
 
+// Option configures Start.
+type Option func(*embed.Config)
+
+// WithClientTLS has the server take clients over TLS only, with the
+// certificate and key given (PEM files), and require client certificates
+// signed by the CA file: URL is then https://.
+func WithClientTLS(certFile, keyFile, caFile string) Option {
+	return func(cfg *embed.Config) {
+		cfg.ClientTLSInfo = transport.TLSInfo{CertFile: certFile, KeyFile: keyFile, TrustedCAFile: caFile, ClientCertAuth: true}
+		for _, urls := range [][]url.URL{cfg.ListenClientUrls, cfg.AdvertiseClientUrls} {
+			for i := range urls {
+				urls[i].Scheme = "https"
+			}
+		}
+	}
+}
+
 // Start starts a server, closed when tb ends.
-func Start(tb testing.TB) *Server {
+func Start(tb testing.TB, opts ...Option) *Server {
 	tb.Helper()
 	cfg := embed.NewConfig()
 	cfg.Name = "test"
@@ -37,6 +56,9 @@ func Start(tb testing.TB) *Server {
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = local("0"), local("0")
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = local("0"), local("0")
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	for _, o := range opts {
+		o(cfg)
+	}
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		tb.Fatal(err)
@@ -47,7 +69,7 @@ func Start(tb testing.TB) *Server {
 	case <-time.After(30 * time.Second):
 		tb.Fatal("etcd did not start")
 	}
-	return &Server{URL: "http://" + e.Clients[0].Addr().String(), e: e}
+	return &Server{URL: cfg.AdvertiseClientUrls[0].Scheme + "://" + e.Clients[0].Addr().String(), e: e}
 }
 
 // HardStop halts the server at once: its connections stay open and
