@@ -163,13 +163,7 @@ func TestGracefulStop(t *testing.T) {
 	c := quietClient(t, p.url)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	conn, err := c.Connect(ctx, "echo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if reply, err := conn.Call(ctx, []byte("before")); err != nil || string(reply) != "before" {
-		t.Fatalf("call: %q, %v", reply, err)
-	}
+	conn := connectAndCall(ctx, t, c, "before")
 
 	// What the member sees of its connections.
 	events := monitor(t, m.url)

@@ -38,13 +38,7 @@ func TestEtcdViews(t *testing.T) {
 	c := quietClient(t, p.url)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	conn, err := c.Connect(ctx, "echo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if reply, err := conn.Call(ctx, []byte("via etcd")); err != nil || string(reply) != "via etcd" {
-		t.Fatalf("call: %q, %v", reply, err)
-	}
+	conn := connectAndCall(ctx, t, c, "via etcd")
 	got := scrape(t, p.metrics)
 	if got[`tether_view_members{group="echo"}`] != 1 || got[`tether_forwarder_connections`] != 1 {
 		t.Fatalf("members %v, connections %v; want 1 and 1", got[`tether_view_members{group="echo"}`], got[`tether_forwarder_connections`])
@@ -145,13 +139,7 @@ func TestEtcdTLS(t *testing.T) {
 		c := quietClient(t, p.url)
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
-		conn, err := c.Connect(ctx, "echo")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if reply, err := conn.Call(ctx, []byte("via etcd over TLS")); err != nil || string(reply) != "via etcd over TLS" {
-			t.Fatalf("call: %q, %v", reply, err)
-		}
+		conn := connectAndCall(ctx, t, c, "via etcd over TLS")
 		if err := conn.Close(ctx); err != nil {
 			t.Fatal(err)
 		}

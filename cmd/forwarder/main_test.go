@@ -414,6 +414,20 @@ func quietClient(t testing.TB, url string) *client.Client {
 	return c
 }
 
+// connectAndCall connects c to the group echo and makes one call of
+// payload, which the echo member must return.
+func connectAndCall(ctx context.Context, t testing.TB, c *client.Client, payload string) *client.Conn {
+	t.Helper()
+	conn, err := c.Connect(ctx, "echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reply, err := conn.Call(ctx, []byte(payload)); err != nil || string(reply) != payload {
+		t.Fatalf("call: %q, %v", reply, err)
+	}
+	return conn
+}
+
 // kill SIGKILLs the member and waits for it to exit.
 func (m *member) kill(t testing.TB) {
 	t.Helper()
