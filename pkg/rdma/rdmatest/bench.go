@@ -67,9 +67,13 @@ func echo(ctx context.Context, server rdma.Channel) <-chan error {
 	return done
 }
 
-// interleaveBlock is how many round trips of one kind Interleaved makes
-// before it switches to the other kind.
-const interleaveBlock = 4096
+// interleaveBlock is how many round trips of one kind Interleaved times
+// before it switches to the other kind; interleaveWarm is how many it makes
+// untimed before each block.
+const (
+	interleaveBlock = 4096
+	interleaveWarm  = 64
+)
 
 // Interleaved measures calls against the bare round trip of client and
 // server (as ChannelPingPong makes it) in alternating blocks of a few
@@ -80,7 +84,16 @@ const interleaveBlock = 4096
 // makes k calls, one after the other. It reports the medians over the
 // blocks, which such stalls do not move: bare-ns/op and call-ns/op, and
 // call/bare, the median ratio of a call block to the bare block just
-// before it. ns/op is one round trip of each kind, stalls included.
+// before it. ns/op is one round trip of each kind, stalls and the untimed
+// round trips below included.
+//
+// The first round trips after a switch are not timed: they measure the
+// switch, not either kind. The two kinds have servers of their own, and
+// with polling channels (shm) the server of the kind that just ran still
+// polls for a while, holding a core: on two cores the other server then
+// waits for it, and the first round trip of a block takes as long as that
+// poll (up to tens of microseconds, a few percent of a block, and varying
+// from block to block), the next few somewhat longer than the rest.
 func Interleaved(b *testing.B, client, server rdma.Channel, size int, calls func(k int) error) {
 	ctx := context.Background()
 	done := echo(ctx, server)
@@ -106,8 +119,14 @@ func Interleaved(b *testing.B, client, server rdma.Channel, size int, calls func
 	b.ResetTimer()
 	for n := 0; n < b.N; n += interleaveBlock {
 		k := min(interleaveBlock, b.N-n)
+		if err := bare(interleaveWarm); err != nil {
+			b.Fatal(err)
+		}
 		t0 := time.Now()
 		if err := bare(k); err != nil {
+			b.Fatal(err)
+		}
+		if err := calls(interleaveWarm); err != nil {
 			b.Fatal(err)
 		}
 		t1 := time.Now()
