@@ -14,15 +14,23 @@ import (
 	"github.com/tether-mesh/tether/pkg/call"
 	"github.com/tether-mesh/tether/pkg/rdma"
 	"github.com/tether-mesh/tether/pkg/rdma/inproc"
+	"github.com/tether-mesh/tether/pkg/rdma/shm"
 )
 
 // inprocPair opens an inproc channel; server is its other end. A window of
 // 0 is the provider's default. Both ends close when the test ends.
 func inprocPair(t testing.TB, window int) (client, server rdma.Channel) {
 	t.Helper()
+	return pair(t, inproc.New(inproc.WithWindow(window)))
+}
+
+// pair opens a channel of p; server is its other end. Both ends close when
+// the test ends.
+func pair(t testing.TB, p rdma.Provider) (client, server rdma.Channel) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	l, err := inproc.New(inproc.WithWindow(window)).Listen(ctx, "")
+	l, err := p.Listen(ctx, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +45,7 @@ func inprocPair(t testing.TB, window int) (client, server rdma.Channel) {
 		srv, _ := ep.Accept(ctx)
 		accepted <- srv
 	}()
-	client, err = inproc.New().Dial(ctx, l.Addr(), "c1", secret)
+	client, err = p.Dial(ctx, l.Addr(), "c1", secret)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -385,6 +393,59 @@ func TestCloseDuringCalls(t *testing.T) {
 			}
 			if _, err := c.Call(ctx, nil, nil); !errors.Is(err, call.ErrClosed) {
 				t.Errorf("after Close: %v", err)
+			}
+		})
+	}
+}
+
+// TestChannelClosedUnderALoneCall: a lone call reads its channel while its
+// answer is on its way; the channel's Close (which on shm waits for the
+// reader to leave before it unmaps the rings) returns, and the call, which
+// is then no longer alone, waits for the next channel until the caller
+// closes.
+func TestChannelClosedUnderALoneCall(t *testing.T) {
+	for _, p := range []rdma.Provider{inproc.New(), shm.New()} {
+		t.Run(p.Name(), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+			defer cancel()
+			ch, srv := pair(t, p)
+			received := make(chan struct{})
+			go func() { // takes the call, never answers
+				var m rdma.Message
+				if srv.Recv(ctx, &m) == nil {
+					close(received)
+					_ = srv.Recv(ctx, &m) // until the channel ends
+				}
+			}()
+			c := call.NewCaller(quiet)
+			c.Bind(ch, nil, nil)
+			if !call.Idle(c) {
+				t.Fatal("a bound caller with nothing to do is not idle")
+			}
+			errs := make(chan error, 1)
+			go func() {
+				_, err := c.Call(ctx, nil, []byte("x"))
+				errs <- err
+			}()
+			<-received
+			closed := make(chan error, 1)
+			go func() { closed <- ch.Close() }()
+			select {
+			case err := <-closed:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-ctx.Done():
+				t.Fatal("the channel's Close did not return under a lone call")
+			}
+			select {
+			case err := <-errs:
+				t.Fatalf("the call ended with its channel (%v); it should wait for the next one", err)
+			default:
+			}
+			c.Close()
+			if err := <-errs; !errors.Is(err, call.ErrClosed) {
+				t.Errorf("got %v, want ErrClosed", err)
 			}
 		})
 	}
