@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
+	"github.com/tether-mesh/tether/internal/testca"
 	"github.com/tether-mesh/tether/pkg/client"
 	"github.com/tether-mesh/tether/pkg/rdma/tcp"
 )
@@ -29,13 +30,13 @@ import (
 func TestMutualTLSToMembers(t *testing.T) {
 	t.Parallel()
 	dir := socketDir(t)
-	ca := newAuthority(t, "tether test CA")
+	ca := testca.New(t, "tether test CA")
 	both := []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
-	fwdCert, fwdKey := ca.issue(t, "forwarder", both...)
-	memberCert, memberKey := ca.issue(t, "echo-1", both...)
-	serverOnlyCert, serverOnlyKey := ca.issue(t, "forwarder", x509.ExtKeyUsageServerAuth)
-	clientCert, clientKey := ca.issue(t, "client", x509.ExtKeyUsageClientAuth)
-	caFile := writeFile(t, dir, "ca.crt", ca.pem)
+	fwdCert, fwdKey := ca.Issue(t, "forwarder", both...)
+	memberCert, memberKey := ca.Issue(t, "echo-1", both...)
+	serverOnlyCert, serverOnlyKey := ca.Issue(t, "forwarder", x509.ExtKeyUsageServerAuth)
+	clientCert, clientKey := ca.Issue(t, "client", x509.ExtKeyUsageClientAuth)
+	caFile := writeFile(t, dir, "ca.crt", ca.PEM)
 	base := []string{"TETHER_NAME=fwd", "TETHER_LISTEN_URL=tcp://127.0.0.1:0", "TETHER_METRICS_ADDR=127.0.0.1:0", "TETHER_DIAL_TIMEOUT=500ms"}
 	fwdTLS := []string{
 		"TETHER_TLS_CERT_FILE=" + writeFile(t, dir, "fwd.crt", fwdCert),
@@ -157,14 +158,14 @@ func TestMutualTLSToMembers(t *testing.T) {
 
 // creds returns the dial option of a client presenting certPEM, trusting
 // the CA.
-func creds(t testing.TB, ca *authority, certPEM, keyPEM []byte) grpc.DialOption {
+func creds(t testing.TB, ca *testca.CA, certPEM, keyPEM []byte) grpc.DialOption {
 	t.Helper()
 	pair, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		t.Fatal(err)
 	}
 	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(ca.pem)
+	roots.AppendCertsFromPEM(ca.PEM)
 	return grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: roots, MinVersion: tls.VersionTLS13}))
 }
 

@@ -2,82 +2,21 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/tether-mesh/tether/internal/testca"
 )
-
-// authority is a test CA.
-type authority struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
-
-func newAuthority(t *testing.T, name string) *authority {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &authority{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-// issue returns a certificate and key (PEM) signed by the authority, for
-// the extended key usages given (x509.ExtKeyUsageServerAuth,
-// x509.ExtKeyUsageClientAuth or both).
-func (a *authority) issue(t *testing.T, name string, usages ...x509.ExtKeyUsage) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: usages,
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, a.cert, &key.PublicKey, a.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
-}
 
 func writeFile(t *testing.T, dir, name string, data []byte) string {
 	t.Helper()
@@ -93,15 +32,15 @@ func writeFile(t *testing.T, dir, name string, data []byte) string {
 func TestMutualTLS(t *testing.T) {
 	t.Parallel()
 	dir := socketDir(t)
-	ca := newAuthority(t, "tether test CA")
-	serverCert, serverKey := ca.issue(t, "forwarder", x509.ExtKeyUsageServerAuth)
-	clientCert, clientKey := ca.issue(t, "client", x509.ExtKeyUsageClientAuth)
-	rogueCert, rogueKey := newAuthority(t, "another CA").issue(t, "rogue", x509.ExtKeyUsageClientAuth)
+	ca := testca.New(t, "tether test CA")
+	serverCert, serverKey := ca.Issue(t, "forwarder", x509.ExtKeyUsageServerAuth)
+	clientCert, clientKey := ca.Issue(t, "client", x509.ExtKeyUsageClientAuth)
+	rogueCert, rogueKey := testca.New(t, "another CA").Issue(t, "rogue", x509.ExtKeyUsageClientAuth)
 	env := []string{
 		"TETHER_NAME=fwd", "TETHER_LISTEN_URL=tcp://127.0.0.1:0", "TETHER_METRICS_ADDR=127.0.0.1:0",
 		"TETHER_TLS_CERT_FILE=" + writeFile(t, dir, "tls.crt", serverCert),
 		"TETHER_TLS_KEY_FILE=" + writeFile(t, dir, "tls.key", serverKey),
-		"TETHER_TLS_CA_FILE=" + writeFile(t, dir, "ca.crt", ca.pem),
+		"TETHER_TLS_CA_FILE=" + writeFile(t, dir, "ca.crt", ca.PEM),
 	}
 
 	t.Run("unusable CA file", func(t *testing.T) {
@@ -121,7 +60,7 @@ func TestMutualTLS(t *testing.T) {
 	p.stdout.waitFor(t, 0, `^ready$`)
 
 	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(ca.pem)
+	roots.AppendCertsFromPEM(ca.PEM)
 	creds := func(certPEM, keyPEM []byte) grpc.DialOption {
 		cfg := &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS13}
 		if certPEM != nil {
